@@ -1,0 +1,236 @@
+"""The one typed configuration of a run: YAML in, validated pydantic objects out.
+
+Every default is written once, here.  Unknown keys and invalid values fail with a
+:class:`~rabusseg.errors.ConfigError` that names the key (``train.lr: must be > 0``).
+Presets live in ``rabusseg/configs/*.yaml`` (also reachable as ``configs/`` in the source tree)
+and may be named without their folder or suffix (``busi_1-2``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rabusseg.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"]
+MethodName = Literal["supervised", "mean_teacher", "fixmatch", "ra_busseg"]
+ImageStream = Literal["labeled", "unlabeled", "both"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """Network: encoder, output stride, decoder widths, ARP projection."""
+
+    encoder: EncoderName = "resnet50_deepstem"
+    output_stride: Literal[8, 16] = 8
+    num_classes: int = Field(2, ge=2)
+    encoder_weights: str | None = None
+    """A torchvision-layout state-dict path, ``imagenet`` (MobileNetV2 from the optional weights
+    package), or ``None`` for random initialisation."""
+    aspp_channels: int = Field(256, gt=0)
+    decoder_channels: int = Field(256, gt=0)
+    low_level_channels: int = Field(256, gt=0)
+    proj_channels: int = Field(256, gt=0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class DataConfig(_Strict):
+    """Where the images are and how they are sampled and augmented."""
+
+    root: str = "busi"
+    """A dataset folder, or its name inside ``$RABUSSEG_DATASETS`` (see :mod:`rabusseg.paths`)."""
+    labeled: str = "1_2/labeled"
+    """Split list names are paths under ``splits/`` without ``.txt``."""
+    unlabeled: str | None = "1_2/unlabeled"
+    val: str | None = None
+    test: str | None = "test"
+    crop_size: int = Field(512, gt=0)
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    resize_to: int | None = None
+    """Resize images (longer side) before augmentation; ``None`` keeps the original size."""
+    eval_size: int | None = 512
+    """Inference size for validation/test; ``None`` evaluates the full image."""
+    num_workers: int = Field(2, ge=0)
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_order(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError("must be two positive numbers, low <= high")
+        return v
+
+
+class OptimConfig(_Strict):
+    """SGD with poly decay per iteration (METHOD section 3)."""
+
+    lr: float = Field(0.003, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    head_lr_multiplier: float = Field(1.0, gt=0)
+    """Learning-rate factor for decoder/head parameters relative to the encoder."""
+
+
+class LossConfig(_Strict):
+    """Loss terms and their weights: L_sup + w_u L_unsup + w_arp L_arp + w_cra L_cra."""
+
+    ohem: bool = True
+    ohem_threshold: float = Field(0.7, gt=0, le=1)
+    ohem_min_kept: int = Field(100_000, ge=0)
+    unsup_weight: float = Field(1.0, ge=0)
+    arp_weight: float = Field(0.5, ge=0)
+    cra_weight: float = Field(0.5, ge=0)
+
+
+class MethodConfig(_Strict):
+    """Which semi-supervised method and its switches."""
+
+    name: MethodName = "ra_busseg"
+    arp: bool = True
+    cra: bool = True
+    arp_images: ImageStream = "both"
+    cra_images: ImageStream = "both"
+    num_landmarks: int = Field(64, ge=2)
+    landmark_affinity: Literal["auto", "full", "rows"] = "auto"
+    """``full`` builds the hw x hw affinity; ``rows`` builds only the rows the greedy rule reads."""
+    strong_view: bool = False
+    """Train the student on a strong view of unlabelled images (intensity jitter, blur, CutMix)."""
+    drop_percent: float = Field(80.0, ge=0, le=100)
+    """Entropy filtering drops (100 - drop_percent) * (1 - epoch/epochs) percent of pixels."""
+    fixmatch_threshold: float = Field(0.95, gt=0, le=1)
+    cutmix_prob: float = Field(0.5, ge=0, le=1)
+
+
+class TrainConfig(_Strict):
+    """Schedule, devices and run bookkeeping."""
+
+    epochs: int = Field(200, gt=0)
+    warmup_epochs: int = Field(10, ge=0)
+    batch_size: int = Field(2, gt=0)
+    """Labelled images per step per device; as many unlabelled ones."""
+    ema_decay: float = Field(0.99, ge=0, le=1)
+    max_steps: int | None = Field(None, gt=0)
+    """Stop after this many optimiser steps (smoke runs); ``None`` runs all epochs."""
+    eval_every_epochs: int = Field(1, gt=0)
+    checkpoint_every_steps: int = Field(500, gt=0)
+    log_every_steps: int = Field(10, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    """bf16 autocast on CUDA (ignored on CPU)."""
+    compile: bool = False
+    channels_last: bool = False
+    max_nonfinite_steps: int = Field(5, gt=0)
+    eval_weights: Literal["student", "teacher"] = "student"
+    """Which network the reported evaluation and inference use."""
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> TrainConfig:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be smaller than epochs ({self.epochs})")
+        return self
+
+
+class Config(_Strict):
+    """A whole run."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+    method: MethodConfig = MethodConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (safe to store in a ``weights_only`` checkpoint or YAML)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    """Validate a nested dict into a :class:`Config`."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or a preset name such as ``busi_1-2`` / ``demo``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    preset = PRESETS_DIR / f"{Path(str(name_or_path)).stem}.yaml"
+    if preset.is_file() and path.suffix in ("", ".yaml", ".yml"):
+        return preset
+    names = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+    raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {names})")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML (numbers, bools, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({err})") from None
+    return parts, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to a nested dict (returns a new dict)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override '{text}': '{p}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset or file, apply ``--set`` overrides, validate."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    return config_from_dict(data, source=str(path))
+
+
+def save_config(config: Config, path: Path) -> None:
+    """Write the resolved config as YAML (what a run actually used)."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

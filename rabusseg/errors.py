@@ -1,0 +1,28 @@
+"""Exceptions that carry a message meant for the user.
+
+Library code raises these for bad input (a missing file, an unreadable image, an invalid
+config key).  The CLI prints the message without a traceback and exits non-zero; Python
+callers can catch them by type.
+"""
+
+from __future__ import annotations
+
+
+class RabussegError(Exception):
+    """Base class: the message names the file or key and says what is wrong."""
+
+
+class DataError(RabussegError):
+    """A dataset, image, mask or split file is missing or malformed."""
+
+
+class ConfigError(RabussegError):
+    """A configuration file or override is invalid."""
+
+
+class CheckpointError(RabussegError):
+    """A checkpoint is missing, truncated, unsafe or of another architecture."""
+
+
+class OutputExistsError(RabussegError):
+    """An output folder or file already exists and overwriting was not asked for."""

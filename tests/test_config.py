@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rabusseg.config import Config, apply_overrides, config_from_dict, load_config
+from rabusseg.errors import ConfigError
+
+
+def test_defaults_follow_the_paper() -> None:
+    cfg = Config()
+    assert cfg.optim.lr == 0.003 and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 5e-4
+    assert cfg.train.epochs == 200 and cfg.train.warmup_epochs == 10 and cfg.train.ema_decay == 0.99
+    assert cfg.method.drop_percent == 80 and cfg.method.num_landmarks == 64
+    assert cfg.model.encoder == "resnet50_deepstem" and cfg.model.output_stride == 8
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: unknown key"):
+        config_from_dict({"train": {"learning_rate": 0.1}})
+
+
+def test_negative_lr_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
+        config_from_dict({"optim": {"lr": -1}})
+
+
+def test_warmup_must_be_shorter_than_training() -> None:
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        config_from_dict({"train": {"epochs": 5, "warmup_epochs": 5}})
+
+
+def test_overrides_parse_yaml_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 20\n")
+    cfg = load_config(path, ["train.max_steps=7", "method.arp=false", "data.scale_range=[0.75, 1.5]"])
+    assert cfg.train.epochs == 20 and cfg.train.max_steps == 7 and cfg.method.arp is False
+    assert cfg.data.scale_range == (0.75, 1.5)
+
+
+def test_override_into_a_value_is_refused() -> None:
+    with pytest.raises(ConfigError, match="not a section"):
+        apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
+
+
+def test_missing_config_lists_presets() -> None:
+    with pytest.raises(ConfigError, match="neither a file nor a preset"):
+        load_config("no_such_preset")
