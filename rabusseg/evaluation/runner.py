@@ -1,0 +1,152 @@
+"""Run a network over a split and score every image at its original resolution.
+
+:func:`evaluate_model` is the in-memory entry (the trainer calls it with its live network);
+:func:`evaluate_checkpoint` rebuilds a network from a checkpoint file and writes the outputs
+(``per_image.csv``, ``summary.json``, ``report.html``) through :func:`write_evaluation`.
+
+Predictions go through :func:`rabusseg.inference.tta.predict_probabilities` at the inference size,
+then the *probabilities* are resized back to each image's original size
+(:func:`rabusseg.inference.tta.resize_probabilities`) and thresholded there, exactly as
+``rabusseg predict`` does, so evaluation scores the masks a user would get.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from rabusseg.errors import ConfigError
+from rabusseg.evaluation.gallery import GalleryCases
+from rabusseg.evaluation.metrics import binary_metrics
+from rabusseg.evaluation.output import prepare_out_dir, write_evaluation
+
+if TYPE_CHECKING:
+    from rabusseg.data.folder import DatasetFolder
+
+__all__ = ["GalleryCases", "evaluate_checkpoint", "evaluate_model", "write_evaluation"]
+
+LESION_THRESHOLD = 0.5
+"""A pixel is lesion when its lesion probability (1 - background) exceeds this."""
+
+
+def _progress(enabled: bool, total: int, description: str) -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=Console(stderr=True), disable=not enabled, transient=True)
+    return progress, progress.add_task(description, total=total)
+
+
+def evaluate_model(
+    model: nn.Module,
+    folder: DatasetFolder | str | os.PathLike[str],
+    ids: Sequence[str],
+    *,
+    size: int | None = 512,
+    device: str | torch.device | None = None,
+    tta: bool = False,
+    batch_size: int = 1,
+    spacing: tuple[float, float] | None = None,
+    progress: bool = True,
+    gallery: GalleryCases | None = None,
+) -> list[dict[str, Any]]:
+    """One row per image: ``id``, ``class``, the metrics of :func:`binary_metrics`, ``height``, ``width``.
+
+    ``folder`` is a :class:`~rabusseg.data.folder.DatasetFolder` (or its root); images are resized to
+    ``size x size`` for the network (``None``: full image, one at a time).  ``device=None`` keeps
+    the model where it is (the trainer's network is not moved); the model's train/eval mode is
+    restored afterwards.  ``spacing`` (row, column) turns HD95/ASSD into physical units; ``None``
+    gives pixels.  ``gallery`` collects the best and worst predicted masks for the report.
+    """
+    from torch.utils.data import DataLoader
+
+    from rabusseg.data.datasets import EvalDataset, eval_collate
+    from rabusseg.data.folder import DatasetFolder
+    from rabusseg.inference.tta import predict_probabilities, resize_probabilities
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if device is not None:
+        model.to(device)
+    if not isinstance(folder, DatasetFolder):
+        folder = DatasetFolder(folder)
+    ids = list(ids)
+    dataset = EvalDataset(folder, ids, size)
+    loader = DataLoader(dataset, batch_size=batch_size if size is not None else 1, shuffle=False,
+                        num_workers=0, collate_fn=eval_collate)
+    spacing_or_px = tuple(spacing) if spacing is not None else (1.0, 1.0)
+    rows: list[dict[str, Any]] = []
+    bar, task = _progress(progress, len(ids), "evaluating")
+    with bar:
+        for batch in loader:
+            probs = predict_probabilities(model, batch["image"], tta=tta).float().cpu()  # (B, K, s, s)
+            for j, image_id in enumerate(batch["id"]):
+                gt = batch["mask"][j].numpy() == 1  # (H0, W0) bool, original size
+                full = resize_probabilities(probs[j : j + 1], tuple(gt.shape))  # (1, K, H0, W0)
+                pred = ((1.0 - full[0, 0]) > LESION_THRESHOLD).numpy()
+                row = {"id": image_id, "class": folder.class_of(image_id) or "unknown"}
+                row.update(binary_metrics(pred, gt, spacing_or_px))
+                row.update(height=int(gt.shape[0]), width=int(gt.shape[1]))
+                rows.append(row)
+                if gallery is not None:
+                    gallery.offer(image_id, row["dice"], pred, row["empty_case"])
+                bar.advance(task)
+    return rows
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    data_dir: str | os.PathLike[str],
+    split: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    tta: bool = False,
+    size: int | None = 512,
+    device: str = "cpu",
+    overwrite: bool = False,
+    batch_size: int = 1,
+    weights: str = "auto",
+    spacing: tuple[float, float] | None = None,
+    progress: bool = True,
+    n_bootstrap: int = 1000,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary."""
+    from rabusseg.data.folder import DatasetFolder
+    from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from rabusseg.evaluation.aggregate import summarize
+    from rabusseg.inference.segmenter import resolve_device
+    from rabusseg.paths import resolve_data_root
+
+    if size is not None and size < 8:
+        raise ConfigError(f"inference size must be at least 8 pixels (or None for the full image), got {size}")
+    out = prepare_out_dir(out_dir, overwrite, create=False)  # fail before minutes of inference, not after
+    root = resolve_data_root(data_dir)
+    folder = DatasetFolder(root)
+    ids = folder.split(split)
+    payload = load_checkpoint(checkpoint, map_location="cpu")
+    model = model_from_checkpoint(payload, weights, source=checkpoint)
+    gallery = GalleryCases()
+    rows = evaluate_model(model, folder, ids, size=size, device=resolve_device(device), tta=tta,
+                          batch_size=batch_size, spacing=spacing, progress=progress, gallery=gallery)
+    summary = summarize(rows, n_bootstrap=n_bootstrap)
+    context = {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "step": payload.get("step"),
+        "epoch": payload.get("epoch"),
+        "weights": payload.get("inference_weights", "student") if weights == "auto" else weights,
+        "data": str(root),
+        "split": split,
+        "size": size,
+        "tta": tta,
+        "device": str(device),
+        "distance_unit": "px" if spacing is None else "mm",
+        "spacing": list(spacing) if spacing is not None else None,
+    }
+    write_evaluation(out, rows, summary, context, folder=folder, gallery=gallery, overwrite=overwrite)
+    return summary
