@@ -1,0 +1,228 @@
+"""Torch datasets over the folder format, the resampling sampler, and worker seeding.
+
+Dict contracts (docs/ARCHITECTURE.md): labelled ``{"image": float32 (3, h, w), "mask": int64
+(h, w) 0/1/255, "id"}``; unlabelled ``{"image", "valid", "id"}`` (+ ``"image_strong"``), where
+``valid`` is ``bool (h, w)``, False on crop padding so pseudo-label losses can skip it;
+evaluation ``{"image": (3, s, s), "mask": int64 (H0, W0), "id", "original_size": (H0, W0)}``.
+
+Randomness: each ``__getitem__`` draws one integer from torch's RNG and seeds its pipelines from
+it (:func:`rabusseg.data.transforms.reseed`).  DataLoader workers get distinct torch seeds
+(``base_seed + worker_id``, drawn from the loader's generator every epoch), so augmentation is
+deterministic for a seed and a worker count, and never repeats across workers.  This module
+imports torch; ``rabusseg.data`` itself stays torch-free.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from rabusseg.data.folder import DatasetFolder
+from rabusseg.data.io import load_image, load_mask
+from rabusseg.data.transforms import IGNORE_INDEX, build_eval_transform, mask_to_tensor, normalize_image, reseed
+from rabusseg.errors import DataError
+
+Transform = Callable[..., dict[str, Any]]
+FolderLike = DatasetFolder | str | os.PathLike[str]
+
+
+def _as_folder(folder: FolderLike) -> DatasetFolder:
+    return folder if isinstance(folder, DatasetFolder) else DatasetFolder(folder)
+
+
+def _checked_ids(folder: DatasetFolder, ids: Sequence[str], need_masks: bool) -> list[str]:
+    """The ids as a list, after checking they exist (and have masks) so errors surface before training."""
+    ids = list(ids)
+    if not ids:
+        raise DataError(f"{folder.root}: the id list is empty (nothing to load)")
+    unknown = [i for i in ids if i not in folder]
+    if unknown:
+        raise DataError(f"{len(unknown)} id(s) not in {folder.root / 'images'}: {', '.join(unknown[:5])}")
+    if need_masks:
+        missing = [i for i in ids if folder.mask_path(i) is None]
+        if missing:
+            where = folder.root / "masks"
+            raise DataError(f"{len(missing)} labelled id(s) have no mask in {where}: {', '.join(missing[:5])}")
+    return ids
+
+
+def _load_pair(folder: DatasetFolder, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+    image = load_image(folder.image_path(image_id))
+    mask_path = folder.mask_path(image_id)
+    if mask_path is None:
+        raise DataError(f"id '{image_id}' has no mask in {folder.root / 'masks'}")
+    mask = load_mask(mask_path)
+    if mask.shape != image.shape[:2]:
+        raise DataError(
+            f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image "
+            f"{folder.image_path(image_id).name} is {image.shape[1]}x{image.shape[0]}"
+        )
+    return image, mask
+
+
+def _sample_seed() -> int:
+    """One integer from this process's torch RNG (per-worker seeded by the DataLoader)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class LabeledDataset(Dataset):
+    """Images with masks, augmented by a geometric ``transform`` (``None``: the whole image)."""
+
+    def __init__(self, folder: FolderLike, ids: Sequence[str], transform: Transform | None = None) -> None:
+        self.folder = _as_folder(folder)
+        self.ids = _checked_ids(self.folder, ids, need_masks=True)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id = self.ids[index]
+        image, mask = _load_pair(self.folder, image_id)
+        label = mask.astype(np.uint8)
+        if self.transform is not None:
+            reseed(self.transform, _sample_seed())
+            out = self.transform(image=image, mask=label)
+            image, label = out["image"], out["mask"]
+        return {"image": normalize_image(image), "mask": mask_to_tensor(label), "id": image_id}
+
+
+class UnlabeledDataset(Dataset):
+    """Images without labels: the weak crop and, when ``strong_transform`` is given, a strong view of it."""
+
+    def __init__(
+        self,
+        folder: FolderLike,
+        ids: Sequence[str],
+        transform: Transform | None = None,
+        strong_transform: Transform | None = None,
+    ) -> None:
+        self.folder = _as_folder(folder)
+        self.ids = _checked_ids(self.folder, ids, need_masks=False)
+        self.transform = transform
+        self.strong_transform = strong_transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id = self.ids[index]
+        image = load_image(self.folder.image_path(image_id))
+        padding = np.zeros(image.shape[:2], np.uint8)  # 255 marks padding after the crop
+        seed = _sample_seed()
+        if self.transform is not None:
+            reseed(self.transform, seed)
+            out = self.transform(image=image, mask=padding)
+            image, padding = out["image"], out["mask"]
+        valid = torch.from_numpy(padding != IGNORE_INDEX)
+        sample: dict[str, Any] = {"image": normalize_image(image), "valid": valid, "id": image_id}
+        if self.strong_transform is not None:
+            reseed(self.strong_transform, seed ^ 0x5DEECE66D)
+            sample["image_strong"] = normalize_image(self.strong_transform(image=image)["image"])
+        return sample
+
+
+class EvalDataset(Dataset):
+    """Images resized to ``size`` x ``size`` (``None``: kept whole) with masks at the original size."""
+
+    def __init__(self, folder: FolderLike, ids: Sequence[str], size: int | None = 512) -> None:
+        self.folder = _as_folder(folder)
+        self.ids = _checked_ids(self.folder, ids, need_masks=True)
+        self.size = size
+        self.transform = build_eval_transform(size)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image_id = self.ids[index]
+        image, mask = _load_pair(self.folder, image_id)
+        original_size = (int(mask.shape[0]), int(mask.shape[1]))
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+        image_t, mask_t = normalize_image(image), mask_to_tensor(mask)
+        return {"image": image_t, "mask": mask_t, "id": image_id, "original_size": original_size}
+
+
+def eval_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the (equally sized) images; keep masks, ids and original sizes as lists."""
+    shapes = {tuple(s["image"].shape) for s in batch}
+    if len(shapes) > 1:
+        raise DataError(f"cannot batch images of different sizes {sorted(shapes)}: set an eval size or batch size 1")
+    return {
+        "image": torch.stack([s["image"] for s in batch]),
+        "mask": [s["mask"] for s in batch],
+        "id": [s["id"] for s in batch],
+        "original_size": [s["original_size"] for s in batch],
+    }
+
+
+class ResampledSampler(Sampler[int]):
+    """Indices into ``n_items`` items, ``length`` per epoch over all ranks, from chained seeded permutations.
+
+    Why: the labelled set is resampled to the length of the unlabelled one (METHOD section 3), and
+    under DDP each rank must see a disjoint shard of equal length.  Every epoch (``set_epoch``)
+    draws fresh permutations from ``(seed, epoch)``; rank ``r`` takes positions ``r::world_size``
+    of the chain, padded by continuing the chain when ``length`` does not divide evenly.
+    ``length=None`` means one pass over the items (a plain shuffling sampler).
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        length: int | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if n_items <= 0:
+            raise ValueError(f"n_items must be positive, got {n_items}")
+        if rank is None or world_size is None:
+            dist_rank, dist_world = _dist_rank_world()
+            rank = dist_rank if rank is None else rank
+            world_size = dist_world if world_size is None else world_size
+        if world_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
+        self.n_items, self.seed, self.rank, self.world_size = n_items, seed, rank, world_size
+        self.total = n_items if length is None else int(length)
+        if self.total <= 0:
+            raise ValueError(f"length must be positive, got {length}")
+        self.per_rank = math.ceil(self.total / world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw a different order for ``epoch`` (call it before each epoch, as with DistributedSampler)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self) -> Iterator[int]:
+        needed = self.per_rank * self.world_size
+        rng = np.random.default_rng([self.seed, self.epoch])
+        chain = np.concatenate([rng.permutation(self.n_items) for _ in range(math.ceil(needed / self.n_items))])
+        return iter(chain[:needed][self.rank :: self.world_size].tolist())
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn``: seed ``numpy`` and ``random`` from the worker's torch seed.
+
+    Why: torch seeds each worker differently every epoch, but numpy/``random`` global state is
+    copied from the parent, so any code using them would repeat the same numbers in every worker.
+    """
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)

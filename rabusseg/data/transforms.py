@@ -1,0 +1,138 @@
+"""Augmentation and normalisation pipelines (albumentations 2.x) for training, evaluation and inference.
+
+Training follows METHOD section 3: optional resize of the longer side, random scale 0.5-2.0,
+horizontal flip, random crop with the image padded with 0 and the label with 255 (ignored).
+Geometric pipelines work on ``uint8`` arrays and stop before normalisation, so a *strong*
+intensity view can be drawn from the very same crop (pixel-aligned with the weak view; CutMix is
+the training loop's business).  :func:`normalize_image` is the one place ImageNet statistics are
+applied, shared by datasets and inference code.
+
+albumentations 2.x draws from generators owned by each transform and seeded from OS entropy
+unless told otherwise; :func:`reseed` gives every transform of a pipeline its own stream from one
+integer, which the datasets call once per sample (see :mod:`rabusseg.data.datasets`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.core.composition import BaseCompose
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+"""Label of pixels that carry no supervision (crop padding, filtered pseudo-labels)."""
+
+_MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
+_INV_STD = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
+
+
+def normalize_image(image: np.ndarray) -> torch.Tensor:
+    """``uint8 (H, W, 3)`` RGB -> ``float32 (3, H, W)`` with ImageNet mean/std (what the encoders expect)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"normalize_image expects a uint8 (H, W, 3) array, got {image.dtype} {image.shape}")
+    out = (image.astype(np.float32) - _MEAN) * _INV_STD
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+
+
+def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:
+    """Label array (0/1, 255 = ignore) -> ``int64 (H, W)`` tensor for cross-entropy."""
+    return torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+
+
+def build_train_transform(
+    crop_size: int,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+    resize_to: int | None = None,
+    hflip_p: float = 0.5,
+) -> A.Compose:
+    """Weak geometric view: resize, random scale, flip, pad (image 0, label 255) and random crop.
+
+    Why: the METHOD's augmentation; ``image`` stays ``uint8`` and ``mask`` is ``uint8`` with values
+    0/1 and :data:`IGNORE_INDEX` where the scaled image was smaller than the crop.  Called with an
+    image only (unlabelled data) it works the same way.
+    """
+    if crop_size <= 0:
+        raise ValueError(f"crop_size must be positive, got {crop_size}")
+    low, high = scale_range
+    if not 0 < low <= high:
+        raise ValueError(f"scale_range must be two positive numbers, low <= high; got {scale_range}")
+    steps: list[A.BasicTransform] = []
+    if resize_to is not None:
+        steps.append(A.LongestMaxSize(max_size=resize_to, interpolation=cv2.INTER_LINEAR))
+    steps += [
+        A.RandomScale(scale_limit=(low - 1.0, high - 1.0), interpolation=cv2.INTER_LINEAR, p=1.0),
+        A.HorizontalFlip(p=hflip_p),
+        A.PadIfNeeded(
+            min_height=crop_size, min_width=crop_size, position="random",
+            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+        ),
+        A.RandomCrop(height=crop_size, width=crop_size),
+    ]  # fmt: skip
+    return _seeded(A.Compose(steps))
+
+
+def build_strong_transform(
+    jitter: float = 0.5,
+    jitter_p: float = 0.8,
+    gray_p: float = 0.2,
+    blur_p: float = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+) -> A.Compose:
+    """Strong intensity view for unlabelled images: colour jitter, grayscale, Gaussian blur.
+
+    Why: intensity-only, so it can be applied to the weak crop and the teacher's pseudo-label on
+    the weak view stays pixel-aligned with the student's input (the UniMatch/FixMatch recipe).
+    """
+    steps = [
+        A.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, hue=jitter / 2, p=jitter_p),
+        A.ToGray(num_output_channels=3, p=gray_p),
+        A.GaussianBlur(blur_limit=0, sigma_limit=blur_sigma, p=blur_p),
+    ]
+    return _seeded(A.Compose(steps))
+
+
+def build_eval_transform(size: int | None) -> A.Compose | None:
+    """Resize the image (not the mask) to ``size`` x ``size`` for inference; ``None`` keeps it whole.
+
+    Why: batches of a fixed shape; predictions are resized back to the original size, where the
+    metrics are computed (METHOD section 4).
+    """
+    if size is None:
+        return None
+    if size <= 0:
+        raise ValueError(f"eval size must be positive or None, got {size}")
+    return A.Compose([A.Resize(height=size, width=size, interpolation=cv2.INTER_LINEAR)])  # deterministic
+
+
+def _seeded(pipeline: A.Compose) -> A.Compose:
+    """A fixed default seed (albumentations would draw one from OS entropy); datasets reseed per sample."""
+    reseed(pipeline, 0)
+    return pipeline
+
+
+def _walk(transform: Any) -> Iterator[Any]:
+    """The pipeline and every transform nested in it, parents before children."""
+    yield transform
+    if isinstance(transform, BaseCompose):  # (ColorJitter also has a `transforms` list: of functions)
+        for child in transform.transforms:
+            yield from _walk(child)
+
+
+def reseed(transform: Any, seed: int) -> None:
+    """Seed every transform of a pipeline from one integer, each with an independent stream.
+
+    Why: ``Compose.set_random_seed`` hands all children the *same* seed, which correlates their
+    decisions (e.g. the flip with the scale); here each transform gets its own word of
+    ``SeedSequence(seed).generate_state``.
+    """
+    nodes = list(_walk(transform))
+    states = np.random.SeedSequence(seed).generate_state(len(nodes), dtype=np.uint32)
+    for node, state in zip(nodes, states):  # parents first: a Compose resets its children
+        if hasattr(node, "set_random_seed"):
+            node.set_random_seed(int(state))
