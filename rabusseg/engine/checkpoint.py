@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from rabusseg.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CHECKPOINT_FORMAT = "rabusseg-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -51,20 +54,42 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
     return path
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"
+
+
+def _refusal_reason(err: Exception) -> str:
+    """The one informative line of torch's long weights-only message (``Unsupported global: ...``)."""
+    match = re.search(r"(Unsupported [^\n]*?)(?:\. Please|\n|$)", str(err))
+    return match.group(1).strip() if match else str(err).strip().splitlines()[0]
+
+
+def _read_payload(path: Path, map_location: str | torch.device) -> Any:
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTO)):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (it starts with {head!r}, not a zip or pickle header)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain types, "
+            f"and loading it could run code ({_refusal_reason(err)})"
+        ) from None
+    except Exception as err:  # noqa: BLE001  torch raises many types for damaged archives
+        text = str(err).strip()
+        first = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise CheckpointError(f"checkpoint {path} is truncated or damaged: {first}") from None
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint safely (``weights_only=True``) and check that it is one of ours."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"checkpoint {path} was refused: it holds objects other than tensors and plain types "
-            f"(loading it could run code). Details: {str(err).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {path} is truncated or not a PyTorch file: {err}") from None
+    payload = _read_payload(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a rabusseg checkpoint (no '{CHECKPOINT_FORMAT}' header)")
     version = payload.get("format_version")
@@ -73,6 +98,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     for key in ("config", "student"):
         if key not in payload:
             raise CheckpointError(f"checkpoint {path} lacks its '{key}' entry")
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"checkpoint {path}: 'config' is a {type(payload['config']).__name__}, not a mapping")
     return payload
 
 
@@ -80,8 +107,53 @@ def inference_state_dict(payload: dict[str, Any], which: str = "auto") -> dict[s
     """The weights to run: ``student``, ``teacher``, or ``auto`` (the checkpoint's own choice)."""
     if which == "auto":
         which = payload.get("inference_weights", "student")
+    if which not in ("student", "teacher"):
+        raise CheckpointError(f"weights must be 'auto', 'student' or 'teacher', got '{which}'")
     state = payload.get(which)
-    if state is None:
-        raise CheckpointError(f"checkpoint has no '{which}' weights (available: student"
-                              f"{', teacher' if payload.get('teacher') is not None else ''})")
+    if not isinstance(state, dict):
+        available = [k for k in ("student", "teacher") if isinstance(payload.get(k), dict)]
+        raise CheckpointError(f"checkpoint has no '{which}' weights (available: {', '.join(available) or 'none'})")
     return state
+
+
+def _describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
+    parts = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if names:
+            shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
+
+
+def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
+    """``load_state_dict(strict=True)`` with a message naming the keys/shapes that do not fit.
+
+    Never ``strict=False``: silently ignoring mismatched weights would run a half-random model.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"checkpoint {source} does not fit the architecture it is being loaded into (another encoder, "
+            f"output stride or class count?): {_describe_mismatch(missing, unexpected, shapes)}"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def model_from_checkpoint(
+    payload: dict[str, Any], which: str = "auto", source: str | os.PathLike[str] = "<checkpoint>"
+) -> nn.Module:
+    """Rebuild the network from the checkpoint's own config and load the chosen weights (eval mode)."""
+    from rabusseg.config import config_from_dict
+    from rabusseg.models import build_model
+
+    config = config_from_dict(payload["config"], source=f"{source} (stored config)")
+    model = build_model(config.model)
+    load_model_weights(model, inference_state_dict(payload, which), source)
+    return model.eval()

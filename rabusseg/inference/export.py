@@ -1,0 +1,193 @@
+"""ONNX export of the inference graph, and an ONNX Runtime engine with the ``Segmenter`` interface.
+
+The exported graph takes a normalised image batch ``input`` (B, 3, H, W) and returns ``logits``
+(B, K, H, W): class logits already upsampled to the input size (bilinear, ``align_corners=True``),
+*before* the softmax.  Logits rather than probabilities keep the torch-vs-ORT check sensitive (a
+softmax saturates and hides differences) and let the shared TTA code apply the softmax itself, so
+both engines give the same probabilities.  Only the inference path is exported: ARP/CRA are
+training-time relations and never run in eval mode.  The batch axis is always dynamic; ``dynamic``
+also frees height and width (needed for multi-scale TTA).  With scaled TTA views the ORT engine
+resizes logits twice (view size inside the graph, then input size) where torch resizes once from
+the quarter-resolution grid: probabilities then differ by about 1e-3; without TTA or with flips
+only they agree to float precision.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from rabusseg.errors import CheckpointError, OutputExistsError, RabussegError
+from rabusseg.inference.segmenter import BaseSegmenter
+from rabusseg.inference.tta import _logits_of, _resize, predict_probabilities_with_variance
+
+
+class InferenceGraph(nn.Module):
+    """The model in eval mode, returning a plain tensor: input-size logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K, H, W)
+        return _resize(_logits_of(self.model(x)), (x.shape[-2], x.shape[-1]))
+
+
+def _symbolic_upsample(logits: torch.Tensor, size: Sequence[Any]) -> torch.Tensor:
+    return F.interpolate(logits, size=(size[0], size[1]), mode="bilinear", align_corners=True)
+
+
+@contextmanager
+def _trace_friendly_resize() -> Iterator[None]:
+    """Keep feature-map sizes symbolic while tracing.
+
+    ``rabusseg.models.upsample_logits`` turns the target size into Python ints, which the tracer
+    records as constants: a ``--dynamic`` graph would then only run at the traced size.  During the
+    export, the models' references to it are swapped for the same bilinear resize without ``int()``.
+    """
+    from rabusseg.models import resize
+
+    original = resize.upsample_logits
+    patched = [(m, name) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("rabusseg.models")
+               for name in ("upsample_logits",) if getattr(m, name, None) is original]
+    for module, name in patched:
+        setattr(module, name, _symbolic_upsample)
+    try:
+        yield
+    finally:
+        for module, name in patched:
+            setattr(module, name, original)
+
+
+def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[str], *, dynamic: bool = False,
+                size: int = 512, opset: int = 17, weights: str = "auto", overwrite: bool = False) -> Path:
+    """Write the checkpoint's inference graph to ``out_path`` (ONNX, legacy TorchScript exporter).
+
+    A dynamic export is run once more at another size and compared with torch, because a size
+    baked in by the tracer would otherwise only show up on the user's first odd-sized image.
+    """
+    import onnx
+
+    out = Path(out_path)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    payload = load_checkpoint(checkpoint)
+    graph = InferenceGraph(model_from_checkpoint(payload, weights, source=checkpoint))
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), _trace_friendly_resize(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: intended
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter needs no onnxscript
+        torch.onnx.export(graph, (torch.zeros(1, 3, size, size),), str(out), input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": axes, "logits": axes},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    meta = {"producer": "rabusseg", "checkpoint": Path(checkpoint).name, "output": "logits at input size",
+            "num_classes": str(payload["config"].get("model", {}).get("num_classes", 2)),
+            "size": "dynamic" if dynamic else str(size)}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(out))
+    if dynamic:
+        _check_dynamic(graph, out, (size // 2 + 8, size + 24))
+    return out
+
+
+def _check_dynamic(graph: InferenceGraph, path: Path, hw: tuple[int, int]) -> None:
+    x = random_images(1, hw, seed=1)
+    graph.eval()  # the exporter restores the wrapper's mode; be explicit
+    with torch.inference_mode():
+        expected = graph(x)
+    try:
+        diff = float((expected - OrtModule(_session(path, None))(x)).abs().max())
+    except Exception as err:  # noqa: BLE001  ORT shape errors
+        raise RabussegError(f"{path}: the dynamic graph fails at {hw[0]}x{hw[1]} ({str(err).splitlines()[0]})") from None
+    if diff > 1e-3:
+        raise RabussegError(f"{path}: the dynamic graph differs from torch by {diff:.2e} at {hw[0]}x{hw[1]}")
+
+
+def _session(path: Path, threads: int | None) -> Any:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RabussegError("the onnxruntime engine needs onnxruntime: pip install 'rabusseg[onnx]'") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001  ORT raises its own exception types
+        raise CheckpointError(f"{path} is not a loadable ONNX model: {str(err).splitlines()[0]}") from None
+
+
+class OrtModule(nn.Module):
+    """An ONNX Runtime session behind an ``nn.Module`` face, so the shared TTA code can drive it."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__()
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feed = {self.input_name: x.detach().cpu().numpy().astype(np.float32, copy=False)}
+        return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+class OnnxSegmenter(BaseSegmenter):
+    """Same ``.predict`` / ``.predict_batch`` as :class:`~rabusseg.inference.segmenter.Segmenter`, on ORT."""
+
+    def __init__(self, path: str | os.PathLike[str], *, size: int | None = None, tta: bool = False,
+                 threads: int | None = None, **kwargs: Any) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"ONNX model {path} does not exist")
+        self.module = OrtModule(_session(path, threads))
+        shape = self.module.session.get_inputs()[0].shape  # [batch, 3, H, W]; names where dynamic
+        self.fixed_size = shape[2] if isinstance(shape[2], int) and isinstance(shape[3], int) else None
+        if self.fixed_size is not None and size is not None and size != self.fixed_size:
+            raise RabussegError(f"{path} was exported for {self.fixed_size}x{self.fixed_size} inputs, not {size}; "
+                                f"use --size {self.fixed_size} or export again with --dynamic")
+        super().__init__(size=size or self.fixed_size or 512, tta=tta, source=str(path), **kwargs)
+        self._check_tta(tta)
+
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike[str], **kwargs: Any) -> OnnxSegmenter:
+        return cls(path, **kwargs)
+
+    def _check_tta(self, tta: bool) -> None:
+        if tta and self.fixed_size is not None and any(s != 1.0 for s in self.scales):
+            raise RabussegError(f"{self.source} has a fixed input size, so multi-scale TTA cannot run on it; "
+                                "export again with --dynamic")
+
+    def _probabilities(self, batch: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_tta(tta)
+        return predict_probabilities_with_variance(self.module, batch, tta=tta, flip=self.flip, scales=self.scales)
+
+
+def max_logit_difference(checkpoint: str | os.PathLike[str], onnx_path: str | os.PathLike[str],
+                         images: torch.Tensor, weights: str = "auto") -> float:
+    """Largest |torch - ORT| over the input-size logits of ``images`` (normalised (B, 3, H, W))."""
+    graph = InferenceGraph(model_from_checkpoint(load_checkpoint(checkpoint), weights, source=checkpoint))
+    with torch.inference_mode():
+        expected = graph(images)
+    got = OrtModule(_session(Path(onnx_path), None))(images)
+    return float((expected - got).abs().max())
+
+
+def random_images(batch: int, size: int | Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Normalised-looking random inputs for a quick export check."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return torch.randn(batch, 3, h, w, generator=torch.Generator().manual_seed(seed))
