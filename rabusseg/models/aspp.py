@@ -1,0 +1,56 @@
+"""Atrous spatial pyramid pooling (METHOD section 1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
+"""Dilations of the three 3x3 branches per output stride: halved at stride 16 so that each
+branch sees the same field of view in image pixels."""
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Conv (no bias: BN follows) -> BN -> ReLU, 'same' padding."""
+    padding = (kernel - 1) // 2 * dilation
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ASPPPooling(nn.Module):
+    """Image-level branch: global average pool -> 1x1 conv-BN-ReLU -> broadcast back.
+
+    Its BN sees one value per channel and image, so training needs at least 2 images per batch.
+    """
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = conv_bn_relu(cin, cout, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(self.pool(x))  # (B, cout, 1, 1)
+        # Upsampling a 1x1 map (bilinear or nearest alike) is a broadcast.
+        return y.expand(-1, -1, x.shape[-2], x.shape[-1])  # (B, cout, h, w)
+
+
+class ASPP(nn.Module):
+    """Five parallel branches on x4, concatenated and fused by a 3x3 conv-BN-ReLU-Dropout."""
+
+    def __init__(self, cin: int, channels: int = 256, output_stride: int = 8, dropout: float = 0.1) -> None:
+        super().__init__()
+        if output_stride not in ASPP_RATES:
+            raise ValueError(f"output_stride must be one of {tuple(ASPP_RATES)}, got {output_stride!r}")
+        self.rates = ASPP_RATES[output_stride]
+        self.pooling = ASPPPooling(cin, channels)
+        self.branch1x1 = conv_bn_relu(cin, channels, 1)
+        self.atrous = nn.ModuleList(conv_bn_relu(cin, channels, 3, r) for r in self.rates)
+        self.fuse = nn.Sequential(conv_bn_relu(5 * channels, channels, 3), nn.Dropout(dropout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        branches = [self.pooling(x), self.branch1x1(x)] + [conv(x) for conv in self.atrous]
+        return self.fuse(torch.cat(branches, dim=1))  # (B, 5*ch, h, w) -> (B, ch, h, w)
+

@@ -1,0 +1,41 @@
+"""What every encoder promises the decoder: four feature maps and their widths and strides."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+VALID_OUTPUT_STRIDES = (8, 16)
+
+
+def check_output_stride(output_stride: int) -> None:
+    """Reject anything but 8 or 16: the decoder's ASPP rates are defined for these two only."""
+    if output_stride not in VALID_OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {VALID_OUTPUT_STRIDES}, got {output_stride!r}")
+
+
+class Encoder(nn.Module):
+    """Base class: ``forward(x)`` returns ``[x1, x2, x3, x4]``.
+
+    Nominal strides are 4, 8, 8, 8 at output stride 8 and 4, 8, 16, 16 at output stride 16.
+    On inputs that are not multiples of the stride the maps round up (a stride-2 conv with
+    padding 1 gives ``ceil(n / 2)``); the deep stem's ceil-mode max-pool gives ``n // 2 + 1``.
+    """
+
+    out_channels: tuple[int, int, int, int]
+    """Channels of x1..x4: the decoder and the relation modules size themselves from these."""
+    ignored_weight_prefixes: tuple[str, ...] = ()
+    """State-dict prefixes of the classification head that a weight file may carry and an
+    encoder never has (``fc.`` for ResNet, ``classifier.`` for MobileNetV2)."""
+
+    def __init__(self, output_stride: int) -> None:
+        super().__init__()
+        check_output_stride(output_stride)
+        self.output_stride = output_stride
+
+    @property
+    def strides(self) -> tuple[int, int, int, int]:
+        """Nominal strides of x1..x4 relative to the input."""
+        return (4, 8, self.output_stride, self.output_stride)
+
+    def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""MobileNetV2 in torchvision's state-dict layout, dilated to output stride 8 or 16.
+
+Layout: ``features.0`` is conv-BN-ReLU6 (3->32, stride 2), ``features.1..17`` are inverted
+residual blocks whose layers sit in ``features.i.conv``, ``features.18`` is the 1x1 conv to 1280
+channels.  The classifier (``classifier.*``) is left out.
+
+Taps: x1 after ``features.3`` (24 ch, stride 4), x2 after ``features.6`` (32 ch, stride 8), x3
+after ``features.13`` (96 ch), x4 after ``features.18`` (1280 ch; keeping the last conv means an
+ImageNet file loads completely, with nothing but the classifier left unused).  The blocks that
+would bring the stride past the output stride keep stride 1 and multiply the dilation of their
+depthwise convolution (and of every later one) by the stride they gave up.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from rabusseg.models.encoders.base import Encoder
+
+# (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
+_INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+_TAPS = (3, 6, 13, 18)
+"""Indices in ``features`` after which x1..x4 are taken."""
+
+
+def _conv_bn_relu6(
+    cin: int, cout: int, kernel: int = 1, stride: int = 1, dilation: int = 1, groups: int = 1
+) -> nn.Sequential:
+    padding = (kernel - 1) // 2 * dilation
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class InvertedResidual(nn.Module):
+    """Expand (1x1) -> depthwise 3x3 -> project (1x1, linear); residual when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, stride: int, dilation: int, expansion: int) -> None:
+        super().__init__()
+        hidden = cin * expansion
+        self.use_residual = stride == 1 and cin == cout
+        layers: list[nn.Module] = []
+        if expansion != 1:
+            layers.append(_conv_bn_relu6(cin, hidden, 1))
+        layers += [
+            _conv_bn_relu6(hidden, hidden, 3, stride, dilation, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.conv(x)
+        return x + out if self.use_residual else out
+
+
+class MobileNetV2Encoder(Encoder):
+    """MobileNetV2 (width 1.0) trunk returning x1..x4 with channels (24, 32, 96, 1280)."""
+
+    ignored_weight_prefixes = ("classifier.",)
+
+    def __init__(self, output_stride: int = 8) -> None:
+        super().__init__(output_stride)
+        features: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, stride=2)]
+        current_stride, dilation, cin = 2, 1, 32
+        for t, c, n, s in _INVERTED_RESIDUAL_SETTING:
+            for i in range(n):
+                stride = s if i == 0 else 1
+                if stride > 1 and current_stride * stride > output_stride:
+                    dilation *= stride
+                    stride = 1
+                current_stride *= stride
+                features.append(InvertedResidual(cin, c, stride, dilation, t))
+                cin = c
+        features.append(_conv_bn_relu6(cin, 1280, 1))
+        self.features = nn.Sequential(*features)
+        self.out_channels = (24, 32, 96, 1280)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        outs: list[Tensor] = []
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in _TAPS:
+                outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, ..), x4 (B, 1280, H/os, W/os)
+        return outs
+
+def mobilenet_v2(output_stride: int = 8) -> MobileNetV2Encoder:
+    return MobileNetV2Encoder(output_stride)

@@ -1,0 +1,137 @@
+"""SegmentationModel: output contract, training/inference paths, ARP gradient routing, builder."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rabusseg.config import ModelConfig
+from rabusseg.models import ENCODERS, SegmentationModel, SegmentationOutput, build_model, upsample_logits
+from rabusseg.models.encoders import get_encoder
+from rabusseg.models.relation import cross_layer_alignment_loss, first_landmarks, select_landmarks_from_features
+
+
+@lru_cache(maxsize=None)
+def meta_model(encoder: str, output_stride: int) -> SegmentationModel:
+    with torch.device("meta"):  # shapes only; eval mode keeps meta BatchNorm cheap
+        return SegmentationModel(get_encoder(encoder, output_stride)).eval()
+
+
+@pytest.fixture(scope="module")
+def small_model() -> SegmentationModel:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(encoder="resnet18"))
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_output_contract_on_odd_sizes(encoder: str, output_stride: int) -> None:
+    model = meta_model(encoder, output_stride)
+    out = model(torch.empty(2, 3, 250, 333, device="meta"), relations=True)
+    x1, _, _, x4 = out.features
+    assert out.pred.shape == (2, 2, *x1.shape[-2:])
+    assert out.arp_pred.shape == out.pred.shape
+    assert out.proj.shape == (2, 256, *x4.shape[-2:])
+    assert x1.shape[-2:] == (63, 84)  # ceil(250 / 4), ceil(333 / 4) for every stem
+    assert x4.shape[-2:] == ((32, 42) if output_stride == 8 else (16, 21))
+
+
+def test_train_step_runs_and_is_finite(small_model: SegmentationModel) -> None:
+    model = small_model.train()
+    model.zero_grad()
+    x = torch.randn(2, 3, 64, 80)
+    labels = torch.randint(0, 2, (2, 64, 80))
+    out = model(x)
+    assert isinstance(out, SegmentationOutput)
+    assert out.pred.shape == (2, 2, 16, 20) and out.proj.shape == (2, 256, 8, 10)
+    sup = F.cross_entropy(upsample_logits(out.pred, labels.shape[-2:]), labels)
+    arp = F.cross_entropy(upsample_logits(out.arp_pred, labels.shape[-2:]), labels)
+    small = F.interpolate(labels[:, None].float(), size=(8, 10), mode="nearest")[:, 0].long()
+    landmarks = select_landmarks_from_features(out.proj, first_landmarks(small), 16)
+    cra = cross_layer_alignment_loss(out.features, landmarks)
+    (sup + arp + cra).backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
+def test_arp_loss_trains_projection_and_encoder_not_classifier(small_model: SegmentationModel) -> None:
+    model = small_model.train()
+    model.zero_grad()
+    out = model(torch.randn(2, 3, 64, 64))
+    F.cross_entropy(out.arp_pred, torch.randint(0, 2, (2, 16, 16))).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.proj.parameters())
+    assert model.encoder.layer4[0].downsample[0].weight.grad.abs().sum() > 0
+    assert model.encoder.conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in [*model.decoder.parameters(), *model.aspp.parameters()])
+
+
+def test_eval_mode_computes_no_relations(small_model: SegmentationModel) -> None:
+    model = small_model.eval()
+    calls = []
+    handle = model.proj.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            out = model(torch.randn(1, 3, 64, 64))
+            assert out.arp_pred is None and out.features is None and out.proj is None
+            assert out.pred.shape == (1, 2, 16, 16)
+            assert calls == []
+            forced = model(torch.randn(1, 3, 64, 64), relations=True)
+            assert forced.arp_pred is not None and calls == [1]
+        model.train()
+        assert model(torch.randn(2, 3, 64, 64), relations=False).proj is None
+    finally:
+        handle.remove()
+        model.train()
+
+
+def test_paper_model_forward_backward_real_numbers() -> None:
+    torch.manual_seed(1)
+    model = build_model(ModelConfig()).train()
+    out = model(torch.randn(2, 3, 48, 48))
+    assert out.pred.shape == (2, 2, 13, 13)  # ceil-mode stem: 48 -> 24 -> 13
+    assert out.proj.shape == (2, 256, 7, 7)
+    (out.pred.mean() + out.arp_pred.mean()).backward()
+    assert torch.isfinite(model.encoder.conv1[0].weight.grad).all()
+
+
+def test_real_forward_on_odd_size_mobilenet() -> None:
+    model = build_model(ModelConfig(encoder="mobilenet_v2", output_stride=16)).eval()
+    with torch.no_grad():
+        pred = model(torch.randn(1, 3, 250, 333)).pred
+    assert pred.shape == (1, 2, 63, 84)
+    assert upsample_logits(pred, (250, 333)).shape == (1, 2, 250, 333)
+
+
+def test_upsample_logits_align_corners_and_identity() -> None:
+    logits = torch.arange(6.0).view(1, 1, 2, 3)
+    up = upsample_logits(logits, (3, 5))
+    assert up.shape == (1, 1, 3, 5)
+    assert up[0, 0, 0, 0] == 0 and up[0, 0, -1, -1] == 5 and up[0, 0, 0, 2] == 1  # corners kept
+    assert upsample_logits(logits, (2, 3)) is logits
+
+
+def test_builder_uses_config_and_logs_random_init(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = ModelConfig(encoder="mobilenet_v2", output_stride=16, num_classes=3, low_level_channels=48, proj_channels=64)
+    with caplog.at_level(logging.INFO, logger="rabusseg"):
+        model = build_model(cfg)
+    assert "encoder mobilenet_v2 starts from random initialisation" in caplog.text
+    assert model.aspp.rates == (6, 12, 18)
+    assert model.decoder.low_level[0].out_channels == 48
+    assert model.decoder.classifier.out_channels == 3
+    assert model.proj[0][0].out_channels == 64 and model.proj[0][0].in_channels == 1280
+    assert build_model(ModelConfig(encoder="resnet18")).aspp.rates == (12, 24, 36)
+    own = {id(p) for p in model.encoder_parameters()} | {id(p) for p in model.head_parameters()}
+    assert own == {id(p) for p in model.parameters()}
+
+
+def test_model_rejects_bad_arguments() -> None:
+    with torch.device("meta"):
+        encoder = get_encoder("resnet18")
+        with pytest.raises(ValueError, match="num_classes"):
+            SegmentationModel(encoder, 1)
+        with pytest.raises(ValueError, match="dropout"):
+            SegmentationModel(encoder, dropout=1.0)

