@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rabusseg.data.folder import (
+from rabusseg.data.prepared import (
     PreparedCase,
     PrepareResult,
     finish_prepared,

@@ -18,8 +18,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
-from rabusseg.data.folder import (
-    UNKNOWN_CLASS,
+from rabusseg.data.folder import UNKNOWN_CLASS
+from rabusseg.data.prepared import (
     PreparedCase,
     PrepareResult,
     finish_prepared,
