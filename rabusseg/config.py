@@ -106,6 +106,8 @@ class MethodConfig(_Strict):
     """Train the student on a strong view of unlabelled images (intensity jitter, blur, CutMix)."""
     drop_percent: float = Field(80.0, ge=0, le=100)
     """Entropy filtering drops (100 - drop_percent) * (1 - epoch/epochs) percent of pixels."""
+    filter_per_image: bool = False
+    """Rank pixel entropies per image instead of over the whole unlabelled batch (U2PL: batch)."""
     fixmatch_threshold: float = Field(0.95, gt=0, le=1)
     cutmix_prob: float = Field(0.5, ge=0, le=1)
 
@@ -130,6 +132,14 @@ class TrainConfig(_Strict):
     compile: bool = False
     channels_last: bool = False
     max_nonfinite_steps: int = Field(5, gt=0)
+    """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
+    steps_per_epoch: int | None = Field(None, gt=0)
+    """Optimiser steps per epoch; ``None``: unlabelled images // batch (labelled ones for
+    ``supervised`` without an unlabelled list), summed over devices."""
+    progress: bool = True
+    """Show a progress bar (rank 0, interactive terminals)."""
+    eval_tta: bool = False
+    """Flip/multi-scale test-time augmentation for the final test evaluation."""
     eval_weights: Literal["student", "teacher"] = "student"
     """Which network the reported evaluation and inference use."""
 
@@ -150,6 +160,14 @@ class Config(_Strict):
     method: MethodConfig = MethodConfig()
     train: TrainConfig = TrainConfig()
 
+    @model_validator(mode="after")
+    def _method_needs_data(self) -> Config:
+        if self.method.name != "supervised" and not self.data.unlabeled:
+            raise ValueError(f"data.unlabeled: method '{self.method.name}' needs an unlabelled split list")
+        if self.data.val is not None and self.data.test is not None and self.data.val == self.data.test:
+            raise ValueError("data.val: the validation list must not be the test list (best.pt is chosen on it)")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (safe to store in a ``weights_only`` checkpoint or YAML)."""
         return self.model_dump(mode="json")
@@ -158,11 +176,12 @@ class Config(_Strict):
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"  {key}: {msg}")
+        # Cross-section validators name their key at the start of the message themselves.
+        lines.append(f"  {key}: {msg}" if key else f"  {msg}")
     return "\n".join(lines)
 
 

@@ -47,3 +47,34 @@ def test_override_into_a_value_is_refused() -> None:
 def test_missing_config_lists_presets() -> None:
     with pytest.raises(ConfigError, match="neither a file nor a preset"):
         load_config("no_such_preset")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (Path(__file__).parents[1] / "rabusseg" / "configs").glob("*.yaml")))
+def test_every_preset_validates(preset: str) -> None:
+    cfg = load_config(preset)
+    assert cfg.data.root and cfg.data.labeled and cfg.data.test == "test"
+    assert cfg.data.crop_size % 8 == 0
+
+
+def test_paper_preset_matches_method_section_3() -> None:
+    cfg = load_config("busi_1-2")
+    assert (cfg.model.encoder, cfg.model.output_stride, cfg.data.crop_size) == ("resnet50_deepstem", 8, 512)
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.train.warmup_epochs, cfg.train.ema_decay) == (2, 200, 10, 0.99)
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay, cfg.optim.poly_power) == (0.003, 0.9, 5e-4, 0.9)
+    assert cfg.loss.ohem and cfg.method.name == "ra_busseg" and cfg.method.drop_percent == 80
+
+
+def test_semi_supervised_methods_need_an_unlabelled_list() -> None:
+    with pytest.raises(ConfigError, match=r"data\.unlabeled: method 'mean_teacher'"):
+        config_from_dict({"method": {"name": "mean_teacher"}, "data": {"unlabeled": None}})
+    assert config_from_dict({"method": {"name": "supervised"}, "data": {"unlabeled": None}}).data.unlabeled is None
+
+
+def test_validation_list_must_not_be_the_test_list() -> None:
+    with pytest.raises(ConfigError, match=r"data\.val"):
+        config_from_dict({"data": {"val": "test", "test": "test"}})
+
+
+def test_bad_enum_values_are_named() -> None:
+    with pytest.raises(ConfigError, match=r"method\.arp_images"):
+        config_from_dict({"method": {"arp_images": "some"}})

@@ -1,0 +1,337 @@
+"""Segmentation quality on BUSI on a CPU: the cpu_small configuration, method by method.
+
+    python benchmarks/quality.py prepare                     # writable BUSI view + the 1/8 split (seed 0)
+    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0
+    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0 --ablation no_cra
+    python benchmarks/quality.py plan                        # every run's command, done or not
+    python benchmarks/quality.py table                       # assemble what exists -> results/quality.json
+
+Data: BUSI from the shared datasets folder is never written to.  ``prepare`` makes
+``benchmarks/work/busi``: symbolic links to its images, masks and metadata, a copy of its
+``splits/`` (the paper's 1/2 lists and test list), and a 1/8 split drawn there by
+``rabusseg data split benchmarks/work/busi --labeled 1/8 --seed 0``.  Both ratios read images
+through that folder.
+
+Runs: one at a time (each at most about 30 minutes on 2 cores), with ``rabusseg``'s training
+API, into ``benchmarks/runs/<ratio>/<variant>_s<seed>/`` (a standard run directory plus
+``bench.json``: command, hardware, wall time, load average).  Every ratio takes the 1/2 split's
+number of optimiser steps per epoch (``train.steps_per_epoch``), so a 1/8 run costs what a 1/2
+run costs: without it the 1/8 epoch (sized by its larger unlabelled list) would be 1.75 times
+longer.  The ablation (``ra_busseg`` with ``method.arp=false`` or ``method.cra=false``) runs at 1/2.
+
+Table: test Dice, IoU and HD95 (pixels of the original image) of the last model, mean over seeds
++- std over seeds (with one seed: +- std over test images, marked ``img``); the best-on-validation
+model beside it when the runs had a validation list (``--val``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    BENCH_DIR,
+    RESULTS_DIR,
+    command_line,
+    environment,
+    finite_or_none,
+    load_average,
+    median,
+    passive_openmp,
+    print_table,
+    write_json,
+)
+
+PRESET = "cpu_small"
+METHODS = ("supervised", "mean_teacher", "fixmatch", "ra_busseg")
+RATIOS = {"1_2": "paper", "1_8": "1/8"}
+"""Split folder -> where its lists come from: the authors' lists, or drawn here with this fraction."""
+ABLATIONS = {"no_arp": ["method.arp=false"], "no_cra": ["method.cra=false"]}
+ABLATION_RATIO = "1_2"
+METRICS = ("dice", "iou", "hd95")
+WORK_ROOT = BENCH_DIR / "work" / "busi"
+RUNS_DIR = BENCH_DIR / "runs"
+RUN_LIMIT_S = 30 * 60
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def shared_busi() -> Path:
+    """The read-only BUSI folder of the shared datasets directory."""
+    from rabusseg.paths import resolve_data_root
+
+    return resolve_data_root("busi")
+
+
+def prepare_data(source: Path, work: Path, seed: int = 0) -> Path:
+    """A writable view of ``source``: links to its files, a copy of ``splits/``, the 1/8 split drawn in it."""
+    work.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(source.iterdir()):
+        target = work / entry.name
+        if entry.name == "splits":
+            if not target.exists():
+                shutil.copytree(entry, target, copy_function=shutil.copyfile)  # contents, not read-only modes
+                for path in (target, *target.rglob("*")):
+                    path.chmod(0o755 if path.is_dir() else 0o644)
+        elif not target.exists() and not target.is_symlink():
+            target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+    for ratio, origin in RATIOS.items():
+        if origin != "paper" and not (work / "splits" / ratio / "labeled.txt").is_file():
+            cmd = [sys.executable, "-m", "rabusseg", "data", "split", str(work), "--labeled", origin, "--seed", str(seed)]
+            subprocess.run(cmd, check=True)
+    return work
+
+
+def split_sizes(root: Path) -> dict[str, dict[str, int]]:
+    """Number of ids in each ratio's labelled and unlabelled list."""
+    from rabusseg.data.folder import DatasetFolder
+
+    folder = DatasetFolder(root)
+    return {r: {k: len(folder.split(f"{r}/{k}")) for k in ("labeled", "unlabeled")}
+            for r in RATIOS if (root / "splits" / r).is_dir()}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def variant_name(method: str, ablation: str | None) -> str:
+    return f"{method}-{ablation}" if ablation else method
+
+
+def run_dir_of(runs: Path, ratio: str, method: str, seed: int, ablation: str | None = None) -> Path:
+    return runs / ratio / f"{variant_name(method, ablation)}_s{seed}"
+
+
+def run_command(method: str, ratio: str, seed: int, ablation: str | None = None) -> str:
+    extra = f" --ablation {ablation}" if ablation else ""
+    return f"python benchmarks/quality.py run --method {method} --ratio {ratio} --seed {seed}{extra}"
+
+
+def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str | None, val: str | None) -> list[str]:
+    """The ``--set`` list of one run: data lists, method, seed, equal steps per epoch, ablation switch."""
+    from rabusseg.config import load_config
+    from rabusseg.data.folder import DatasetFolder
+
+    batch = load_config(PRESET).train.batch_size
+    steps = len(DatasetFolder(root).split("1_2/unlabeled")) // batch
+    out = [f"data.root={root}", f"data.labeled={ratio}/labeled", f"data.unlabeled={ratio}/unlabeled",
+           f"method.name={method}", f"train.seed={seed}", f"train.steps_per_epoch={steps}", "train.progress=false"]  # fmt: skip
+    if val:
+        out.append(f"data.val={val}")
+    return out + (ABLATIONS[ablation] if ablation else [])
+
+
+def carve_validation(root: Path, ratio: str, n: int, out: Path) -> tuple[str, str]:
+    """Move ``n`` labelled ids (spread over the class-sorted list) to a validation list under ``out``."""
+    from rabusseg.data.folder import DatasetFolder
+
+    labeled = DatasetFolder(root).split(f"{ratio}/labeled")
+    val = labeled[:: max(1, len(labeled) // n)][:n]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "labeled.txt").write_text("\n".join(i for i in labeled if i not in set(val)) + "\n", encoding="utf-8")
+    (out / "val.txt").write_text("\n".join(val) + "\n", encoding="utf-8")
+    return str((out / "labeled.txt").resolve()), str((out / "val.txt").resolve())
+
+
+def do_run(args: argparse.Namespace) -> Path:
+    """Train one (method, ratio, seed[, ablation]) with the training API; write ``bench.json`` beside it."""
+    from rabusseg.config import load_config
+    from rabusseg.engine.trainer import train
+
+    root = args.root or prepare_data(shared_busi(), WORK_ROOT)
+    out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation)
+    val = None
+    overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation, None)
+    if args.val:
+        labeled, val = carve_validation(root, args.ratio, args.val, args.runs / "lists" / args.ratio)
+        overrides += [f"data.labeled={labeled}", f"data.val={val}"]
+    overrides += args.overrides
+    config = load_config(args.preset, overrides)
+    env = environment("cpu")
+    print(f"{run_command(args.method, args.ratio, args.seed, args.ablation)} -> {out} (load {env['load_average_start']})",
+          flush=True)  # fmt: skip
+    started = time.perf_counter()
+    result = train(config, out, overwrite=args.overwrite)
+    wall = time.perf_counter() - started
+    env["load_average_end"] = load_average()
+    bench = {"command": command_line(), "preset": args.preset, "overrides": overrides, "method": args.method,
+             "ratio": args.ratio, "seed": args.seed, "ablation": args.ablation, "environment": env,
+             "wall_s": round(wall, 1), "steps": result.step, "within_30_min": wall <= RUN_LIMIT_S}  # fmt: skip
+    write_json(out / "bench.json", bench)
+    last = result.summary.get("test_last") or {}
+    print(f"done in {wall / 60:.1f} min: test Dice (last) {last.get('dice', {}).get('mean')}", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- table
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def collect_runs(runs: Path) -> list[dict[str, Any]]:
+    """One record per run directory ``<ratio>/<variant>_s<seed>`` (finished or not)."""
+    out = []
+    for run in sorted(runs.glob("*/*_s*")):
+        if not run.is_dir() or run.parent.name not in RATIOS:
+            continue
+        variant, _, seed = run.name.rpartition("_s")
+        summary, bench = _read(run / "summary.json"), _read(run / "bench.json") or {}
+        record: dict[str, Any] = {"ratio": run.parent.name, "variant": variant, "seed": int(seed) if seed.isdigit() else seed,
+                                  "path": str(run), "finished": summary is not None, "wall_s": bench.get("wall_s"),
+                                  "steps": (summary or {}).get("step"), "environment": bench.get("environment")}  # fmt: skip
+        for which in ("test_last", "test_best"):
+            part = (summary or {}).get(which) or {}
+            record[which] = {m: {"mean": part[m]["mean"], "std": part[m]["std"]} for m in METRICS if m in part} or None
+        out.append(record)
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _std(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    m = sum(values) / len(values)
+    return (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (ratio, variant): per metric the mean over seeds and its spread."""
+    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["finished"]:
+            groups.setdefault((r["ratio"], r["variant"]), []).append(r)
+    rows = []
+    for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 99)):
+        row: dict[str, Any] = {"ratio": ratio, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
+                               "wall_min": median([r["wall_s"] / 60 for r in runs if r["wall_s"]]) if any(r["wall_s"] for r in runs) else None}  # fmt: skip
+        for which, tag in (("test_last", "last"), ("test_best", "best")):
+            for metric in METRICS:
+                vals = [r[which][metric]["mean"] for r in runs if r[which] and r[which].get(metric, {}).get("mean") is not None]
+                if not vals:
+                    continue
+                spread = _std(vals)
+                by_images = spread is None
+                if by_images:
+                    spread = (runs[0][which] or {}).get(metric, {}).get("std")
+                row[f"{metric}_{tag}"] = finite_or_none(_mean(vals))
+                row[f"{metric}_{tag}_std"] = finite_or_none(spread)
+                row[f"{metric}_{tag}_std_over"] = "images" if by_images else "seeds"
+        rows.append(row)
+    return rows
+
+
+def cell(row: dict[str, Any], key: str, digits: int) -> str:
+    """``0.712 +- 0.031`` (``img`` when the spread is over test images, not seeds)."""
+    if row.get(key) is None:
+        return "-"
+    std = row.get(f"{key}_std")
+    mark = " img" if row.get(f"{key}_std_over") == "images" else ""
+    return f"{row[key]:.{digits}f} +- {std:.{digits}f}{mark}" if std is not None else f"{row[key]:.{digits}f}"
+
+
+def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        d = {"ratio": r["ratio"], "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),
+             "min/run": f"{r['wall_min']:.1f}" if r.get("wall_min") else "-"}  # fmt: skip
+        for metric, digits in (("dice", 3), ("iou", 3), ("hd95", 1)):
+            d[f"{metric} (last)"] = cell(r, f"{metric}_last", digits)
+        d["dice (best val)"] = cell(r, "dice_best", 3)
+        out.append(d)
+    return out
+
+
+def planned(seeds: list[int]) -> list[dict[str, Any]]:
+    """Every run of the benchmark: methods x ratios x seeds, and the ablation at one ratio."""
+    plan = [(m, r, s, None) for r in RATIOS for m in METHODS for s in seeds]
+    plan += [("ra_busseg", ABLATION_RATIO, s, a) for a in ABLATIONS for s in seeds]
+    return [{"method": m, "ratio": r, "seed": s, "ablation": a, "command": run_command(m, r, s, a)} for m, r, s, a in plan]
+
+
+def do_table(args: argparse.Namespace) -> dict[str, Any]:
+    """Assemble the runs that exist into ``quality.json`` and print the table."""
+    records = collect_runs(args.runs)
+    rows = aggregate(records)
+    finished = {(r["ratio"], r["variant"], r["seed"]) for r in records if r["finished"]}
+    missing = [p for p in planned(args.seeds)
+               if (p["ratio"], variant_name(p["method"], p["ablation"]), p["seed"]) not in finished]  # fmt: skip
+    root = WORK_ROOT if WORK_ROOT.is_dir() else None
+    result = {
+        "benchmark": "quality",
+        "command": command_line(),
+        "environment": environment("cpu"),
+        "preset": args.preset,
+        "data": {"source": "busi (shared datasets folder, read through benchmarks/work/busi)",
+                 "splits": split_sizes(root) if root else None, "test_list": "test",
+                 "ratios": {r: ("the paper's lists" if o == "paper" else f"rabusseg data split --labeled {o} --seed 0")
+                            for r, o in RATIOS.items()}},  # fmt: skip
+        "metrics": {"dice": "mean over test images", "iou": "mean over test images",
+                    "hd95": "pixels of the original image, mean over images where defined"},  # fmt: skip
+        "rows": rows,
+        "runs": records,
+        "missing": missing,
+    }
+    print_table(f"test quality, {args.preset} (mean +- std over seeds; 'img': over test images)", display_rows(rows),
+                ["ratio", "variant", "seeds", "min/run", "dice (last)", "iou (last)", "hd95 (last)", "dice (best val)"])  # fmt: skip
+    if missing:
+        print(f"\n{len(missing)} planned run(s) not done, e.g.:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
+    write_json(args.output, result)
+    print(f"\nwrote {args.output}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", required=True)
+    p_prep = sub.add_parser("prepare", help="make benchmarks/work/busi and draw the 1/8 split")
+    p_run = sub.add_parser("run", help="train and evaluate one run")
+    p_run.add_argument("--method", choices=METHODS, required=True)
+    p_run.add_argument("--ratio", choices=list(RATIOS), required=True)
+    p_run.add_argument("--seed", type=int, default=0)
+    p_run.add_argument("--ablation", choices=list(ABLATIONS), default=None, help="ra_busseg with ARP or CRA off")
+    p_run.add_argument("--val", type=int, default=0, help="carve this many labelled images as a validation list (best.pt)")
+    p_run.add_argument("--overwrite", action="store_true", help="move an existing run directory aside and start again")
+    p_run.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override key=value")
+    for p in (p_run, sub.add_parser("table", help="assemble results/quality.json"), sub.add_parser("plan", help="list the runs")):
+        p.add_argument("--runs", type=Path, default=RUNS_DIR)
+        p.add_argument("--preset", default=PRESET)
+        p.add_argument("--root", type=Path, default=None, help="dataset folder (default: benchmarks/work/busi)")
+        p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality.json")
+    args = parser.parse_args(argv)
+    if args.verb == "prepare":
+        print(f"prepared {prepare_data(shared_busi(), WORK_ROOT)}")
+        return None
+    if args.verb == "run":
+        if args.ablation and args.method != "ra_busseg":
+            parser.error("--ablation applies to --method ra_busseg")
+        return do_run(args)
+    if args.verb == "plan":
+        done = {(r["ratio"], r["variant"], r["seed"]) for r in collect_runs(args.runs) if r["finished"]}
+        for p in planned(args.seeds):
+            state = "done" if (p["ratio"], variant_name(p["method"], p["ablation"]), p["seed"]) in done else "todo"
+            print(f"[{state}] {p['command']}")
+        return None
+    return do_table(args)
+
+
+if __name__ == "__main__":
+    passive_openmp()
+    main()

@@ -1,0 +1,245 @@
+"""THE training loop: supervised, mean teacher, FixMatch and RA-BUSSeg in one function.
+
+Read :func:`fit` top to bottom (METHOD section 3).  Stream suffixes follow UniMatch: ``_x``
+labelled, ``_u_w`` unlabelled weak view, ``_u_s`` the view the student trains on (the weak one
+or the strong one with CutMix).  The methods differ only in the unlabelled terms:
+
+==============  =====================  =================================  ==========
+method          pseudo-labels from      filtering                          ARP / CRA
+==============  =====================  =================================  ==========
+supervised      --                      --                                 --
+mean_teacher    EMA teacher             entropy schedule                   --
+fixmatch        student (eval, no grad) confidence >= threshold            --
+ra_busseg       EMA teacher             entropy schedule                   switches
+==============  =====================  =================================  ==========
+
+The host never waits on the device inside a step except to read the non-finite flag (which
+:func:`finite_flag` copies asynchronously) and at logging intervals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from rabusseg.engine.augment import cutmix, cutmix_boxes
+from rabusseg.engine.distributed import DistInfo, barrier
+from rabusseg.engine.ema import ema_decay, ema_update
+from rabusseg.engine.logger import LossMeter
+from rabusseg.engine.pseudo_labels import confidence_mask, drop_fraction, entropy_filter, keep_ratio, pseudo_labels
+from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
+from rabusseg.engine.schedule import poly_lr
+from rabusseg.engine.state import TrainingRun, save_training_state
+from rabusseg.errors import RabussegError
+from rabusseg.losses import (
+    IGNORE_INDEX,
+    arp_loss,
+    cra_loss,
+    cross_entropy,
+    ohem_cross_entropy,
+    pseudo_label_cross_entropy,
+    weighted_pseudo_label_cross_entropy,
+)
+
+
+class TrainingDiverged(RabussegError):
+    """Too many consecutive steps had a non-finite loss."""
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    step: int
+    epoch: int
+    stopped_by_max_steps: bool
+
+
+def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The randomness of one step (CutMix boxes, first landmarks): a function of (seed, step, rank)."""
+    return torch.Generator(device=device).manual_seed((seed * 1_000_003 + step) * 4099 + rank)
+
+
+def finite_flag(loss: torch.Tensor, info: DistInfo) -> Callable[[], bool]:
+    """Start reading "is the loss finite on every rank?" and return the call that finishes it.
+
+    Called before ``backward``, read after: on CUDA the copy runs while backward is queued, so
+    the host does not stall the device.  Ranks agree (MIN all-reduce), so they skip together.
+    """
+    flag = torch.isfinite(loss.detach()).float()
+    if info.distributed:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if flag.device.type != "cuda":
+        return lambda: bool(flag.item() > 0)
+    host = torch.empty((), dtype=flag.dtype, pin_memory=True)
+    host.copy_(flag, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return lambda: bool(event.synchronize() or host.item() > 0)
+
+
+def stream_slice(which: str, n_x: int, n_u: int) -> slice:
+    """Rows of a [labelled; unlabelled] batch that feed a relation term (``method.*_images``)."""
+    return {"labeled": slice(0, n_x), "unlabeled": slice(n_x, n_x + n_u), "both": slice(0, n_x + n_u)}[which]
+
+
+def validate(run: TrainingRun, epoch: int) -> float | None:
+    """Validation Dice of the evaluated network on ``data.val`` (rank 0; others wait); best.pt on improvement."""
+    from rabusseg.evaluation import evaluate_model, summarize
+
+    dice = None
+    if run.info.is_main:
+        net = run.eval_network()
+        # Evaluation must not consume the training RNG streams (a resumed run would diverge).
+        with torch.random.fork_rng(devices=[run.info.device] if run.info.device.type == "cuda" else []):
+            rows = evaluate_model(net, run.ids.folder, run.ids.val, size=run.config.data.eval_size, progress=False)
+        summary = summarize(rows, n_bootstrap=0)
+        means = {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
+        run.logger.eval("val", run.step, epoch, means)
+        dice = means.get("dice")
+    improved = dice is not None and (run.best["dice"] is None or dice > run.best["dice"])
+    improved = bool(run.info.is_main and improved)
+    if run.info.distributed:
+        box = [improved, dice]
+        dist.broadcast_object_list(box, src=0)
+        improved, dice = box
+    if improved:
+        run.best = {"dice": dice, "step": run.step, "epoch": epoch}
+        save_training_state(run, run.run_dir / BEST_CHECKPOINT, epoch)
+    barrier(run.info)
+    return dice
+
+
+def fit(run: TrainingRun) -> FitOutcome:
+    """Train from ``run.step`` to the end (or ``train.max_steps``), checkpointing on the way."""
+    cfg, m, info = run.config, run.config.method, run.info
+    dev, spe = info.device, run.steps_per_epoch
+    student, teacher, model, optimizer = run.student, run.teacher, run.model, run.optimizer
+    semi = m.name != "supervised"
+    relations = m.name == "ra_busseg" and (m.arp or m.cra)
+    strong = m.name == "fixmatch" or (m.name in ("mean_teacher", "ra_busseg") and m.strong_view)
+    crop = (cfg.data.crop_size, cfg.data.crop_size)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.amp else contextlib.nullcontext()
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    sup_loss = (lambda logits, labels: ohem_cross_entropy(logits, labels, threshold=cfg.loss.ohem_threshold,
+                min_kept=cfg.loss.ohem_min_kept)) if cfg.loss.ohem else cross_entropy  # fmt: skip
+    meter, stopped = LossMeter(), False
+    epoch = run.step // spe
+
+    while epoch < cfg.train.epochs and not stopped:
+        run.sampler.set_position(epoch, run.step % spe)
+        warm = epoch < cfg.train.warmup_epochs
+        drop = drop_fraction(epoch, cfg.train.epochs, m.drop_percent)
+        student.train()
+        for batch_x, batch_u in run.loader:
+            lr = poly_lr(cfg.optim.lr, run.step, run.total_steps, cfg.optim.poly_power)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_scale"]
+            if teacher is not None and run.step == run.warmup_steps:
+                teacher.load_state_dict(student.state_dict())  # warm-up over: teacher <- student
+            generator = step_generator(cfg.train.seed, run.step, info.rank, dev)
+
+            img_x = batch_x["image"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+            mask_x = batch_x["mask"].to(dev, non_blocking=True)
+            terms: dict[str, torch.Tensor] = {}
+            extra: dict[str, torch.Tensor] = {}
+            if warm or not semi:
+                # Warm-up (and the supervised baseline): labelled images only, L_sup only.
+                with autocast:
+                    pred_x = model(img_x, relations=False).pred
+                    terms["sup"] = sup_loss(pred_x, mask_x)
+                n_images = img_x.shape[0]
+            else:
+                img_u_w = batch_u["image"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+                valid_u = batch_u["valid"].to(dev, non_blocking=True)
+                # 1. Pseudo-labels on the weak view: teacher (eval mode, no grad) or, for FixMatch, the student.
+                labeller = teacher if teacher is not None else student
+                was_training = labeller.training
+                labeller.eval()
+                with torch.no_grad(), autocast:
+                    probs_u_w, mask_u = pseudo_labels(labeller(img_u_w, relations=False).pred, crop)
+                labeller.train(was_training)
+                mask_u = torch.where(valid_u, mask_u, IGNORE_INDEX)  # crop padding carries no label
+                # 2. Filtering: confidence (FixMatch) or the entropy schedule (mean teacher, RA-BUSSeg).
+                if m.name == "fixmatch":
+                    conf_u = confidence_mask(probs_u_w, m.fixmatch_threshold)
+                else:
+                    mask_u = entropy_filter(probs_u_w, mask_u, drop, per_image=m.filter_per_image)
+                # 3. The student's view: weak, or strong intensity + CutMix with the next image of the batch.
+                img_u_s = img_u_w
+                if strong:
+                    img_u_s = batch_u["image_strong"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
+                    boxes = cutmix_boxes(img_u_s.shape[0], crop, m.cutmix_prob, generator, device=dev)
+                    img_u_s = cutmix(img_u_s, img_u_s.roll(1, dims=0), boxes)
+                    mask_u = cutmix(mask_u, mask_u.roll(1, dims=0), boxes)
+                    if m.name == "fixmatch":
+                        conf_u = cutmix(conf_u, conf_u.roll(1, dims=0), boxes)
+                # 4. One student forward on [labelled; unlabelled] (shared BatchNorm statistics).
+                n_x, n_u = img_x.shape[0], img_u_s.shape[0]
+                with autocast:
+                    out = model(torch.cat((img_x, img_u_s)), relations=relations)
+                    pred_x, pred_u_s = out.pred.split([n_x, n_u])
+                    terms["sup"] = sup_loss(pred_x, mask_x)
+                    if m.name == "fixmatch":
+                        terms["unsup"] = weighted_pseudo_label_cross_entropy(pred_u_s, mask_u, conf_u)
+                        extra["keep_ratio"] = (conf_u * (mask_u != IGNORE_INDEX)).mean()
+                    else:
+                        terms["unsup"] = pseudo_label_cross_entropy(pred_u_s, mask_u)
+                        extra["keep_ratio"] = keep_ratio(mask_u)
+                    labels = torch.cat((mask_x, mask_u))  # GT on labelled, filtered pseudo-labels on unlabelled
+                    if m.name == "ra_busseg" and m.arp:
+                        rows = stream_slice(m.arp_images, n_x, n_u)
+                        terms["arp"] = arp_loss(out.arp_pred[rows], labels[rows])
+                    if m.name == "ra_busseg" and m.cra:
+                        rows = stream_slice(m.cra_images, n_x, n_u)
+                        terms["cra"] = cra_loss(tuple(f[rows] for f in out.features), out.proj[rows], labels[rows],
+                                                num_landmarks=m.num_landmarks, generator=generator,
+                                                affinity=run.landmark_affinity)  # fmt: skip
+                n_images = n_x + n_u
+            weights = {"sup": 1.0, "unsup": cfg.loss.unsup_weight, "arp": cfg.loss.arp_weight, "cra": cfg.loss.cra_weight}
+            total = sum(weights[name] * value for name, value in terms.items())
+
+            # 5. Backward and update, unless the loss is not finite (skip; give up after N in a row).
+            is_finite = finite_flag(total, info)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            if is_finite():
+                optimizer.step()
+                if teacher is not None and run.step >= run.warmup_steps:
+                    ema_update(teacher, student, ema_decay(run.step - run.warmup_steps, cfg.train.ema_decay))
+                run.nonfinite_in_a_row = 0
+            else:
+                run.nonfinite_in_a_row += 1
+                run.nonfinite_total += 1
+                run.logger.message(f"step {run.step}: non-finite loss, update skipped ({run.nonfinite_in_a_row} in a row)")
+                if run.nonfinite_in_a_row >= cfg.train.max_nonfinite_steps:
+                    raise TrainingDiverged(
+                        f"training diverged: {run.nonfinite_in_a_row} consecutive steps had a non-finite loss at step "
+                        f"{run.step} (train.max_nonfinite_steps); lower optim.lr or check the data"
+                    )
+            run.step += 1
+
+            # 6. Bookkeeping: logs, progress, periodic checkpoint (deferred to after validation at epoch end).
+            meter.add({f"loss/{k}": v for k, v in terms.items()} | {"loss/total": total} | extra, n_images)
+            if run.step % cfg.train.log_every_steps == 0:
+                run.logger.train(run.step, epoch, {"lr": lr, **meter.read(info), "nonfinite_steps": run.nonfinite_total})
+            run.logger.advance(run.step)
+            stopped = cfg.train.max_steps is not None and run.step >= cfg.train.max_steps
+            if stopped:
+                break
+            if run.step % cfg.train.checkpoint_every_steps == 0 and run.step % spe != 0:
+                save_training_state(run, run.run_dir / LAST_CHECKPOINT, epoch)
+
+        if run.step % spe == 0:  # the epoch is complete
+            if run.ids.val and ((epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.train.epochs):
+                validate(run, epoch)
+            if run.step % cfg.train.checkpoint_every_steps == 0:
+                save_training_state(run, run.run_dir / LAST_CHECKPOINT, epoch)
+            meter.restart_clock()
+            epoch += 1
+    save_training_state(run, run.run_dir / LAST_CHECKPOINT, min(epoch, cfg.train.epochs - 1))
+    return FitOutcome(run.step, epoch, stopped)
+
+

@@ -1,0 +1,77 @@
+"""Pseudo-labels for unlabelled images: teacher argmax, entropy filtering, FixMatch confidence.
+
+All functions are vectorised over the batch and never read a tensor value on the host, so the
+training loop does not synchronise with the device to filter pseudo-labels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = 255
+
+
+def drop_fraction(epoch: int, epochs: int, drop_percent: float) -> float:
+    """Fraction of pixels to drop at ``epoch``: ``(100 - drop_percent) * (1 - epoch / epochs) / 100``.
+
+    With the paper's ``drop_percent = 80`` this is 20% at epoch 0, falling linearly to 0 at the
+    end (``epoch`` is the absolute 0-based epoch, as in U2PL's schedule).
+    """
+    return max(0.0, (100.0 - drop_percent) * (1.0 - epoch / epochs) / 100.0)
+
+
+def pseudo_labels(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probabilities upsampled to the crop ``size`` and their argmax.
+
+    logits: (B, K, h, w) -> probs (B, K, H, W) float32, labels (B, H, W) int64.
+    """
+    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
+    probs = logits.softmax(dim=1)
+    return probs, probs.argmax(dim=1)
+
+
+def pixel_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy per pixel: (B, K, H, W) -> (B, H, W)."""
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
+
+
+def entropy_filter(
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    fraction: float,
+    *,
+    per_image: bool = False,
+    ignore_index: int = IGNORE_INDEX,
+) -> torch.Tensor:
+    """Set the ``fraction`` most uncertain (highest-entropy) valid pixels of ``labels`` to ignore.
+
+    Counts are exact: ``round(fraction * n_valid)`` pixels are dropped over the whole batch
+    (``per_image=False``, as U2PL's percentile) or in each image.  Pixels already ignored
+    (crop padding) are neither counted nor dropped.  Ties are broken by position.
+
+    probs: (B, K, H, W); labels: (B, H, W) -> filtered copy of labels.
+    """
+    if fraction <= 0.0:
+        return labels.clone()
+    b = labels.shape[0]
+    entropy = pixel_entropy(probs)
+    valid = labels != ignore_index
+    groups = b if per_image else 1
+    scores = torch.where(valid, entropy, torch.full_like(entropy, -torch.inf)).reshape(groups, -1)
+    order = scores.argsort(dim=1, descending=True, stable=True)  # (G, N) most uncertain first
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
+    n_drop = torch.round(valid.reshape(groups, -1).sum(dim=1) * min(fraction, 1.0))  # (G,)
+    drop = (ranks < n_drop.unsqueeze(1)).reshape(labels.shape)
+    return torch.where(drop, torch.full_like(labels, ignore_index), labels)
+
+
+def keep_ratio(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Share of pixels that keep a pseudo-label (a device scalar, read only when logging)."""
+    return (labels != ignore_index).float().mean()
+
+
+def confidence_mask(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """FixMatch: 1 where the max class probability reaches ``threshold``; (B, H, W) float."""
+    return (probs.max(dim=1).values >= threshold).float()

@@ -1,0 +1,14 @@
+"""Learning-rate schedule: poly decay per iteration (METHOD section 3)."""
+
+from __future__ import annotations
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    """``base_lr * (1 - step / total_steps) ** power``; ``step`` counts from 0.
+
+    Clamped at 0 past the end so a run extended by ``max_steps`` never gets a negative rate.
+    """
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+    progress = min(max(step, 0) / total_steps, 1.0)
+    return base_lr * (1.0 - progress) ** power

@@ -1,0 +1,236 @@
+"""Set-up and tear-down around the loop: ``train(config, run_dir)`` is what ``rabusseg train`` runs.
+
+Order: process group -> run directory -> data lists -> networks, optimiser, loader -> resume ->
+:func:`rabusseg.engine.loop.fit` -> test evaluation of ``last.pt`` (and ``best.pt``) ->
+``summary.json``.  Only rank 0 writes; errors found by rank 0 are broadcast so that every rank
+stops with the same message instead of hanging.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rabusseg.config import Config, save_config
+from rabusseg.engine.checkpoint import load_checkpoint
+from rabusseg.engine.data import KeyBatchSampler, build_train_loader, load_split_ids
+from rabusseg.engine.distributed import (
+    DistInfo,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    convert_sync_batchnorm,
+    init_distributed,
+)
+from rabusseg.engine.logger import NullLogger, RunLogger
+from rabusseg.engine.loop import fit
+from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
+from rabusseg.engine.state import TrainingRun, restore_training_state
+from rabusseg.errors import ConfigError, RabussegError
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a finished (or ``max_steps``-stopped) run left its files, and its headline numbers."""
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    step: int
+    stopped_by_max_steps: bool
+    summary: dict[str, Any]
+    """Contents of ``summary.json``: ``summary["test_last"]["dice"]["mean"]`` etc."""
+
+
+def _on_main(info: DistInfo, action: Any) -> Any:
+    """Run ``action()`` on rank 0 and share its result; a RabussegError there is raised everywhere."""
+    result, error = None, None
+    if info.is_main:
+        try:
+            result = action()
+        except RabussegError as err:
+            error = err
+    error, result = broadcast_object((error, result), info)  # type: ignore[misc]
+    if error is not None:
+        raise error
+    return result
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _build_networks(config: Config, info: DistInfo) -> tuple[nn.Module, nn.Module | None]:
+    """Student (SyncBN when distributed, on the device) and, for mean-teacher methods, its EMA copy."""
+    from rabusseg.models import build_model
+
+    m = config.method
+    _seed_everything(config.train.seed)  # same initial weights on every rank
+    student = build_model(config.model)
+    if not (m.name == "ra_busseg" and m.arp):
+        # No loss trains the ARP projection: freeze it so that optimiser and DDP ignore it.
+        student.proj.requires_grad_(False)
+    student = convert_sync_batchnorm(student, info).to(info.device)
+    if config.train.channels_last:
+        student = student.to(memory_format=torch.channels_last)
+    teacher = None
+    if m.name in ("mean_teacher", "ra_busseg"):
+        teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    return student, teacher
+
+
+def _build_optimizer(config: Config, student: nn.Module) -> torch.optim.Optimizer:
+    """SGD with two groups (encoder, head) whose ``lr_scale`` the loop multiplies by the poly rate."""
+    o = config.optim
+    groups = [
+        {"params": [p for p in student.encoder_parameters() if p.requires_grad], "lr_scale": 1.0},
+        {"params": [p for p in student.head_parameters() if p.requires_grad], "lr_scale": o.head_lr_multiplier},
+    ]
+    return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+
+
+def _wrap(student: nn.Module, config: Config, info: DistInfo) -> nn.Module:
+    """DDP when distributed, then ``torch.compile`` when asked."""
+    model = student
+    if info.distributed:
+        m = config.method
+        # The ARP projection trains only after warm-up (relations=False before): DDP must look for
+        # unused parameters exactly when that set changes during the run.
+        varies = m.name == "ra_busseg" and m.arp and config.train.warmup_epochs > 0
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(student, device_ids=device_ids, find_unused_parameters=varies)
+    if config.train.compile:
+        model = torch.compile(model)
+    return model
+
+
+def _check_batch_norm_batch(config: Config, info: DistInfo) -> None:
+    """Labelled-only steps with one image per BatchNorm batch cannot train (ASPP's pooled branch)."""
+    labelled_only = config.method.name == "supervised" or config.train.warmup_epochs > 0
+    synced = info.distributed and info.device.type == "cuda"  # SyncBatchNorm pools the ranks' images
+    if config.train.batch_size == 1 and labelled_only and not synced:
+        raise ConfigError(
+            "train.batch_size: 1 labelled image per step cannot train BatchNorm (the ASPP image-pooling branch "
+            "sees a single value per channel); use 2 or more"
+        )
+
+
+def _steps_per_epoch(config: Config, n_labeled: int, n_unlabeled: int, world_size: int) -> int:
+    if config.train.steps_per_epoch is not None:
+        return config.train.steps_per_epoch
+    pool = n_unlabeled or n_labeled  # the labelled list is resampled to the unlabelled length
+    steps = pool // (config.train.batch_size * world_size)
+    if steps < 1:
+        raise ConfigError(
+            f"train.batch_size: {config.train.batch_size} x {world_size} process(es) is more than the {pool} "
+            "training images of an epoch; lower it or set train.steps_per_epoch"
+        )
+    return steps
+
+
+def _landmark_path(config: Config, device: torch.device) -> str:
+    from rabusseg.models.relation import choose_landmark_path
+
+    choice = config.method.landmark_affinity
+    if choice != "auto":
+        return choice
+    grid = config.data.crop_size // config.model.output_stride
+    return choose_landmark_path(grid, grid, device)
+
+
+def _evaluate_test(run: TrainingRun, checkpoint: Path, name: str) -> dict[str, Any]:
+    """Evaluate a checkpoint of this run on ``data.test`` into ``RUN_DIR/eval/<name>/``."""
+    from rabusseg.evaluation import evaluate_checkpoint
+
+    cfg = run.config
+    summary = evaluate_checkpoint(checkpoint, run.ids.folder.root, cfg.data.test, run.run_dir / "eval" / name,  # type: ignore[arg-type]
+                                  tta=cfg.train.eval_tta, size=cfg.data.eval_size, device=str(run.info.device),
+                                  overwrite=True, progress=cfg.train.progress, n_bootstrap=1000)  # fmt: skip
+    run.logger.eval(name, run.step, run.step // run.steps_per_epoch, {
+        k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v})  # fmt: skip
+    return summary
+
+
+def _write_summary(run: TrainingRun, seconds: float) -> dict[str, Any]:
+    last, best = run.run_dir / LAST_CHECKPOINT, run.run_dir / BEST_CHECKPOINT
+    summary: dict[str, Any] = {
+        "method": run.config.method.name,
+        "step": run.step,
+        "total_steps": run.total_steps,
+        "train_seconds": round(seconds, 1),
+        "nonfinite_steps": run.nonfinite_total,
+        "best_val": run.best,
+        "checkpoints": {"last": str(last), "best": str(best) if best.is_file() else None},
+        "test_last": None,
+        "test_best": None,
+    }
+    if run.ids.test:
+        summary["test_last"] = _evaluate_test(run, last, "test_last")
+        if best.is_file():
+            summary["test_best"] = _evaluate_test(run, best, "test_best")
+    (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _truncate_metrics(run_dir: Path, step: int) -> None:
+    """On resume, drop log lines written after the checkpoint (they will be written again)."""
+    path = run_dir / "metrics.jsonl"
+    if path.is_file():
+        keep = [line for line in path.read_text(encoding="utf-8").splitlines() if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+
+
+def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Train ``config`` into ``run_dir`` (see docs/training.md); works alone or under torchrun."""
+    info = init_distributed(config.train.device)
+    run_dir = Path(run_dir)
+    try:
+        _check_batch_norm_batch(config, info)
+        state = _on_main(info, lambda: prepare_run_dir(run_dir, resume=resume, overwrite=overwrite))
+        semi = config.method.name != "supervised"
+        ids = _on_main(info, lambda: load_split_ids(config.data, need_unlabeled=semi))
+        spe = _steps_per_epoch(config, len(ids.labeled), len(ids.unlabeled), info.world_size)
+        student, teacher = _build_networks(config, info)
+        optimizer = _build_optimizer(config, student)
+        model = _wrap(student, config, info)
+        sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size, spe,
+                                  seed=config.train.seed, rank=info.rank, world_size=info.world_size)  # fmt: skip
+        strong = config.method.name == "fixmatch" or config.method.strong_view
+        loader = build_train_loader(config.data, ids, sampler, strong_view=strong and semi,
+                                    pin_memory=info.device.type == "cuda")  # fmt: skip
+        _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
+        run = TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler, spe,
+                          NullLogger(), landmark_affinity=_landmark_path(config, info.device))  # fmt: skip
+        if state.resume_from is not None:
+            restore_training_state(run, load_checkpoint(state.resume_from, map_location=info.device), state.resume_from)
+        if info.is_main:
+            if state.resume_from is not None:
+                _truncate_metrics(run_dir, run.step)
+            save_config(config, run_dir / "config.yaml")
+            run.logger = RunLogger(run_dir, run.total_steps, run.step, progress=config.train.progress)
+            if state.moved_aside is not None:
+                run.logger.message(f"the previous contents of {run_dir} were moved to {state.moved_aside}")
+        started = time.perf_counter()
+        try:
+            outcome = fit(run)
+            summary = _on_main(info, lambda: _write_summary(run, time.perf_counter() - started))
+        finally:
+            run.logger.close()
+        barrier(info)
+        best = run_dir / BEST_CHECKPOINT
+        return TrainResult(run_dir, run_dir / LAST_CHECKPOINT, best if best.is_file() else None, outcome.step,
+                           outcome.stopped_by_max_steps, summary)  # fmt: skip
+    finally:
+        cleanup_distributed()

@@ -1,0 +1,126 @@
+"""Pure helpers of the training loop: schedule, EMA, entropy filtering, CutMix, run dirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from rabusseg.engine.augment import cutmix, cutmix_boxes
+from rabusseg.engine.ema import ema_decay, ema_update
+from rabusseg.engine.pseudo_labels import (
+    confidence_mask,
+    drop_fraction,
+    entropy_filter,
+    keep_ratio,
+    pixel_entropy,
+    pseudo_labels,
+)
+from rabusseg.engine.run_dir import prepare_run_dir
+from rabusseg.engine.schedule import poly_lr
+from rabusseg.errors import OutputExistsError, RabussegError
+
+
+def test_poly_lr_values() -> None:
+    assert poly_lr(0.01, 0, 100) == 0.01
+    assert poly_lr(0.01, 50, 100, power=1.0) == pytest.approx(0.005)
+    assert poly_lr(0.003, 25, 100, power=0.9) == pytest.approx(0.003 * 0.75**0.9)
+    assert poly_lr(0.01, 100, 100) == 0.0
+    assert poly_lr(0.01, 150, 100) == 0.0  # past the end: clamped, never negative
+
+
+def test_ema_decay_rule() -> None:
+    assert ema_decay(0) == 0.0  # first update copies the student
+    assert ema_decay(1) == 0.5
+    assert ema_decay(9) == pytest.approx(0.9)
+    assert ema_decay(10_000) == 0.99
+
+
+def test_ema_update_averages_parameters_and_copies_buffers() -> None:
+    student, teacher = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    with torch.no_grad():
+        student.weight.fill_(1.0)
+        teacher.weight.fill_(3.0)
+        student.running_mean.fill_(5.0)
+        teacher.running_mean.fill_(-5.0)
+        student.num_batches_tracked.fill_(7)
+    ema_update(teacher, student, 0.75)
+    assert torch.allclose(teacher.weight, torch.full((3,), 0.75 * 3.0 + 0.25 * 1.0))
+    assert torch.equal(teacher.running_mean, student.running_mean)
+    assert teacher.num_batches_tracked.item() == 7
+    assert student.weight.eq(1.0).all()  # the student is untouched
+
+
+def test_drop_fraction_schedule() -> None:
+    assert drop_fraction(0, 200, 80) == pytest.approx(0.20)
+    assert drop_fraction(100, 200, 80) == pytest.approx(0.10)
+    assert drop_fraction(200, 200, 80) == 0.0
+    assert drop_fraction(10, 200, 100) == 0.0
+
+
+def _random_probs(b: int = 3, h: int = 10, w: int = 12, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, 2, h, w, generator=g) * 3).softmax(dim=1)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.2, 0.55])
+def test_entropy_filter_drops_exactly_the_most_uncertain_pixels(fraction: float) -> None:
+    probs = _random_probs()
+    _, labels = pseudo_labels(probs.log(), probs.shape[-2:])
+    filtered = entropy_filter(probs, labels, fraction)
+    n = labels.numel()
+    dropped = filtered == 255
+    assert int(dropped.sum()) == round(fraction * n)
+    entropy = pixel_entropy(probs)
+    if 0 < fraction:
+        assert entropy[dropped].min() >= entropy[~dropped].max()  # the most uncertain ones
+    assert torch.equal(filtered[~dropped], labels[~dropped])  # the others keep their label
+    assert keep_ratio(filtered).item() == pytest.approx(1 - round(fraction * n) / n)
+
+
+def test_entropy_filter_per_image_and_existing_ignore() -> None:
+    probs = _random_probs(b=2, h=8, w=8)
+    labels = probs.argmax(1)
+    labels[0, :2] = 255  # 16 padding pixels in image 0: not counted, stay ignored
+    filtered = entropy_filter(probs, labels, 0.25, per_image=True)
+    assert (filtered == 255).sum(dim=(1, 2)).tolist() == [16 + 12, 16]
+    assert (filtered[0, :2] == 255).all()
+
+
+def test_confidence_mask() -> None:
+    probs = torch.tensor([0.96, 0.5, 0.02]).view(1, 1, 1, 3)
+    probs = torch.cat([probs, 1 - probs], dim=1)
+    assert confidence_mask(probs, 0.95).tolist() == [[[1.0, 0.0, 1.0]]]
+
+
+def test_cutmix_mixes_images_and_labels_with_the_same_box() -> None:
+    g = torch.Generator().manual_seed(3)
+    boxes = cutmix_boxes(4, (16, 20), 1.0, g)
+    assert boxes.shape == (4, 16, 20) and boxes.any(dim=(1, 2)).all()
+    img_a, img_b = torch.zeros(4, 3, 16, 20), torch.ones(4, 3, 16, 20)
+    lab_a, lab_b = torch.zeros(4, 16, 20, dtype=torch.long), torch.ones(4, 16, 20, dtype=torch.long)
+    img, lab = cutmix(img_a, img_b, boxes), cutmix(lab_a, lab_b, boxes)
+    assert torch.equal(img[:, 0] == 1, boxes) and torch.equal(img[:, 2] == 1, boxes)
+    assert torch.equal(lab == 1, boxes)
+    # each box is one axis-aligned rectangle
+    for box in boxes:
+        rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+        assert box.sum() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert not cutmix_boxes(4, (16, 20), 0.0, g).any()
+
+
+def test_run_dir_refuses_non_empty_and_moves_aside(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert prepare_run_dir(run).path.is_dir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(OutputExistsError, match="--resume"):
+        prepare_run_dir(run)
+    with pytest.raises(RabussegError, match="last.pt"):
+        prepare_run_dir(run, resume=True)
+    state = prepare_run_dir(run, overwrite=True)
+    assert state.moved_aside is not None and (state.moved_aside / "metrics.jsonl").is_file()
+    assert run.is_dir() and not any(run.iterdir())
+    with pytest.raises(RabussegError, match="contradict"):
+        prepare_run_dir(run, resume=True, overwrite=True)

@@ -1,0 +1,134 @@
+"""The training engine end to end on tiny phantoms: every method, the loss switches, the guards."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from _train_helpers import make_tiny_dataset, read_metrics, tiny_config
+
+from rabusseg.cli import main
+from rabusseg.engine import loop
+from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from rabusseg.engine.trainer import train
+from rabusseg.errors import ConfigError, OutputExistsError
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("data") / "phantoms")
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ({"name": "supervised"}, {"sup"}),
+        ({"name": "mean_teacher"}, {"sup", "unsup"}),
+        ({"name": "fixmatch", "fixmatch_threshold": 0.5}, {"sup", "unsup"}),
+        ({"name": "ra_busseg"}, {"sup", "unsup", "arp", "cra"}),
+        ({"name": "ra_busseg", "cra": False, "strong_view": True}, {"sup", "unsup", "arp"}),
+        ({"name": "ra_busseg", "arp": False, "cra_images": "unlabeled"}, {"sup", "unsup", "cra"}),
+    ],
+    ids=["supervised", "mean_teacher", "fixmatch", "ra_busseg", "arp_only_strong", "cra_only"],
+)
+def test_every_method_trains_with_finite_losses(tiny_data: Path, tmp_path: Path, method: dict, expected: set) -> None:
+    cfg = tiny_config(tiny_data, method=method, train={"max_steps": 2})
+    result = train(cfg, tmp_path / "run")
+    assert result.step == 2 and result.stopped_by_max_steps
+    rows = read_metrics(tmp_path / "run")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        terms = {k.removeprefix("loss/") for k in row if k.startswith("loss/")} - {"total"}
+        assert terms == expected  # a switched-off term is absent, not logged as 0
+        for name in terms:
+            assert math.isfinite(row[f"loss/{name}"]) and row[f"loss/{name}"] > 0, name
+        assert ("keep_ratio" in row) == (method["name"] != "supervised")
+        assert row["lr"] > 0 and row["images_per_s"] > 0
+    payload = load_checkpoint(result.last_checkpoint)
+    assert payload["step"] == 2 and (payload["teacher"] is not None) == (method["name"] in ("mean_teacher", "ra_busseg"))
+    model = model_from_checkpoint(payload)  # a usable checkpoint after max_steps
+    assert model(torch.zeros(1, 3, 64, 64)).pred.shape == (1, 2, 16, 16)
+    assert (tmp_path / "run" / "config.yaml").is_file() and any((tmp_path / "run" / "tensorboard").iterdir())
+
+
+def test_warmup_is_supervised_then_teacher_starts(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, train={"warmup_epochs": 1})
+    train(cfg, tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
+    assert [set(r) >= {"loss/unsup"} for r in rows] == [False, False, True, True]
+
+
+def test_validation_best_and_test_evaluation(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, method={"name": "supervised"}, data={"val": "tiny/val", "test": "test"})
+    result = train(cfg, tmp_path / "run")
+    evals = read_metrics(tmp_path / "run", "eval")
+    assert [e["split"] for e in evals] == ["val", "val", "test_last", "test_best"]
+    assert result.best_checkpoint is not None and result.best_checkpoint.is_file()
+    assert 0.0 <= result.summary["test_last"]["dice"]["mean"] <= 1.0
+    for name in ("test_last", "test_best"):
+        assert (tmp_path / "run" / "eval" / name / "per_image.csv").is_file()
+    assert (tmp_path / "run" / "summary.json").is_file()
+
+
+def test_non_finite_losses_are_skipped_then_stop(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nan = lambda logits, labels: logits.sum() * float("nan")
+    monkeypatch.setattr(loop, "cross_entropy", nan)
+    cfg = tiny_config(tiny_data, method={"name": "supervised"}, loss={"ohem": False}, train={"max_nonfinite_steps": 2})
+    with pytest.raises(loop.TrainingDiverged, match="2 consecutive steps"):
+        train(cfg, tmp_path / "run")
+
+
+def test_run_dir_is_protected(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, method={"name": "supervised"}, train={"max_steps": 1})
+    train(cfg, tmp_path / "run")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        train(cfg, tmp_path / "run")
+    train(cfg, tmp_path / "run", overwrite=True)
+    assert len(list(tmp_path.glob("run.replaced-*"))) == 1  # the old run was moved aside, not deleted
+
+
+def test_missing_data_and_lists_name_the_key(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"data\.root"):
+        train(tiny_config(tmp_path / "nowhere"), tmp_path / "run1")
+    with pytest.raises(ConfigError, match=r"data\.val"):
+        train(tiny_config(tiny_data, data={"val": "tiny/nope"}), tmp_path / "run2")
+
+
+def test_cli_reports_bad_config_without_traceback(tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data:\n  root: {tiny_data}\n", encoding="utf-8")
+    for override, key in (("optim.lr=-1", "optim.lr"), ("train.bogus=1", "train.bogus"), ("method.name=magic", "method.name")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["train", str(config), "--out", str(tmp_path / "run"), "--set", override])
+        assert exit_info.value.code == 1
+        err = capsys.readouterr().err
+        assert key in err and "Traceback" not in err
+
+
+def test_short_supervised_run_learns_the_phantoms(tmp_path: Path) -> None:
+    """50 steps of ImageNet-MobileNetV2 on 19 labelled 64 px phantoms.
+
+    Measured (torch 2.13 CPU, one thread): test Dice 0.44 +- 0.31 on the 12 test phantoms, 25 s.
+    An all-background prediction scores 0 on these lesion images and a chance-level one about
+    0.06 (the lesions cover ~3% of a 64 px image), so 0.25 leaves room for numeric drift across
+    machines while still failing on a loop that does not learn.
+    """
+    from rabusseg.data.phantoms import synthesize_dataset
+    from rabusseg.data.splits import make_split
+
+    root = tmp_path / "phantoms"
+    synthesize_dataset(root, n=48, seed=0, size=64, test_fraction=0.25)
+    make_split(root, "1/2", seed=0, name="half")
+    cfg = tiny_config(
+        root,
+        model={"encoder": "mobilenet_v2", "encoder_weights": "imagenet", "aspp_channels": 64, "decoder_channels": 64,
+               "low_level_channels": 32, "proj_channels": 64},
+        data={"labeled": "half/labeled", "unlabeled": None, "test": "test"},
+        method={"name": "supervised"},
+        optim={"lr": 0.05},
+        train={"epochs": 10, "steps_per_epoch": 5, "batch_size": 6, "log_every_steps": 10, "checkpoint_every_steps": 50},
+    )  # fmt: skip
+    result = train(cfg, tmp_path / "run")
+    assert result.summary["test_last"]["dice"]["mean"] > 0.25
