@@ -9,8 +9,10 @@ ratios measured in one run, not absolute times across runs.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
+import resource
 import shlex
 import statistics
 import sys
@@ -79,6 +81,12 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     }
 
 
+def cpu_seconds() -> float:
+    """CPU time used so far by this process and its finished children (user + system)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def command_line() -> str:
     """The command as typed, relative to the repository root."""
     script = Path(sys.argv[0])
@@ -143,4 +151,37 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def finite_or_none(x: float | None) -> float | None:
     """JSON has no NaN: undefined numbers are stored as ``null``."""
-    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
+    return float(x) if x is not None and math.isfinite(x) else None
+
+
+def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, bias: Any, stride: Any, padding: Any,
+                         dilation: Any, transposed: bool, output_padding: Any, groups: int, output_mask: Any,
+                         out_shape: Any = None, **kwargs: Any) -> int:  # fmt: skip
+    """Input and weight gradients of a convolution: each costs what the forward costs.
+
+    torch 2.13's own formula ignores ``groups`` and counts a depthwise convolution's backward as if
+    it were dense: 65 times its forward for 64 channels, which would inflate MobileNetV2's FLOPs
+    (and MFU) about threefold.  Forward FLOPs = 2 x output elements x (C_in / groups) x kernel.
+    """
+    from torch.utils.flop_counter import conv_backward_flop
+
+    if transposed:
+        return conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                                  output_padding, groups, output_mask, out_shape)  # fmt: skip
+    forward = 2 * _prod(grad_out_shape) * _prod(w_shape[1:])
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _prod(shape: Any) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+def flop_counter() -> Any:
+    """``FlopCounterMode`` with the groups-aware convolution backward."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})

@@ -21,8 +21,8 @@ from pathlib import Path
 
 VARIANTS: dict[str, list[str]] = {
     "supervised": ["method.name=supervised"],
-    "mean_teacher": ["method.name=mean_teacher"],
-    "ra_default": [],
+    "mean_teacher": ["method.name=mean_teacher", "method.strong_view=false"],
+    "ra_weak": ["method.strong_view=false"],
     "ra_strong": ["method.strong_view=true"],
     "ra_strong_rel0.1": ["method.strong_view=true", "loss.arp_weight=0.1", "loss.cra_weight=0.1"],
     "ra_strong_unlabeled": ["method.strong_view=true", "method.arp_images=unlabeled", "method.cra_images=unlabeled"],

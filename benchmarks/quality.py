@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     BENCH_DIR,
     RESULTS_DIR,
     command_line,
+    cpu_seconds,
     environment,
     finite_or_none,
     load_average,
@@ -115,7 +116,7 @@ def run_command(method: str, ratio: str, seed: int, ablation: str | None = None)
     return f"python benchmarks/quality.py run --method {method} --ratio {ratio} --seed {seed}{extra}"
 
 
-def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str | None, val: str | None) -> list[str]:
+def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str | None) -> list[str]:
     """The ``--set`` list of one run: data lists, method, seed, equal steps per epoch, ablation switch."""
     from rabusseg.config import load_config
     from rabusseg.data.folder import DatasetFolder
@@ -124,8 +125,6 @@ def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str 
     steps = len(DatasetFolder(root).split("1_2/unlabeled")) // batch
     out = [f"data.root={root}", f"data.labeled={ratio}/labeled", f"data.unlabeled={ratio}/unlabeled",
            f"method.name={method}", f"train.seed={seed}", f"train.steps_per_epoch={steps}", "train.progress=false"]  # fmt: skip
-    if val:
-        out.append(f"data.val={val}")
     return out + (ABLATIONS[ablation] if ablation else [])
 
 
@@ -148,8 +147,7 @@ def do_run(args: argparse.Namespace) -> Path:
 
     root = args.root or prepare_data(shared_busi(), WORK_ROOT)
     out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation)
-    val = None
-    overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation, None)
+    overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation)
     if args.val:
         labeled, val = carve_validation(root, args.ratio, args.val, args.runs / "lists" / args.ratio)
         overrides += [f"data.labeled={labeled}", f"data.val={val}"]
@@ -158,10 +156,11 @@ def do_run(args: argparse.Namespace) -> Path:
     env = environment("cpu")
     print(f"{run_command(args.method, args.ratio, args.seed, args.ablation)} -> {out} (load {env['load_average_start']})",
           flush=True)  # fmt: skip
-    started = time.perf_counter()
+    started, cpu_start = time.perf_counter(), cpu_seconds()
     result = train(config, out, overwrite=args.overwrite)
     wall = time.perf_counter() - started
     env["load_average_end"] = load_average()
+    env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / wall, 2)
     bench = {"command": command_line(), "preset": args.preset, "overrides": overrides, "method": args.method,
              "ratio": args.ratio, "seed": args.seed, "ablation": args.ablation, "environment": env,
              "wall_s": round(wall, 1), "steps": result.step, "within_30_min": wall <= RUN_LIMIT_S}  # fmt: skip
@@ -281,12 +280,13 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
         "data": {"source": "busi (shared datasets folder, read through benchmarks/work/busi)",
                  "splits": split_sizes(root) if root else None, "test_list": "test",
                  "ratios": {r: ("the paper's lists" if o == "paper" else f"rabusseg data split --labeled {o} --seed 0")
-                            for r, o in RATIOS.items()}},  # fmt: skip
+                            for r, o in RATIOS.items()}},
         "metrics": {"dice": "mean over test images", "iou": "mean over test images",
-                    "hd95": "pixels of the original image, mean over images where defined"},  # fmt: skip
+                    "hd95": "pixels of the original image, mean over images where defined"},
         "rows": rows,
         "runs": records,
         "missing": missing,
+        "note": args.note,
     }
     print_table(f"test quality, {args.preset} (mean +- std over seeds; 'img': over test images)", display_rows(rows),
                 ["ratio", "variant", "seeds", "min/run", "dice (last)", "iou (last)", "hd95 (last)", "dice (best val)"])  # fmt: skip
@@ -300,7 +300,7 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> Any:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="verb", required=True)
-    p_prep = sub.add_parser("prepare", help="make benchmarks/work/busi and draw the 1/8 split")
+    sub.add_parser("prepare", help="make benchmarks/work/busi and draw the 1/8 split")
     p_run = sub.add_parser("run", help="train and evaluate one run")
     p_run.add_argument("--method", choices=METHODS, required=True)
     p_run.add_argument("--ratio", choices=list(RATIOS), required=True)
@@ -315,6 +315,7 @@ def main(argv: list[str] | None = None) -> Any:
         p.add_argument("--root", type=Path, default=None, help="dataset folder (default: benchmarks/work/busi)")
         p.add_argument("--seeds", type=int, nargs="+", default=[0])
         p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality.json")
+        p.add_argument("--note", default=None, help="table: a remark stored with the results (why runs are missing)")
     args = parser.parse_args(argv)
     if args.verb == "prepare":
         print(f"prepared {prepare_data(shared_busi(), WORK_ROOT)}")

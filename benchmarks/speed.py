@@ -21,7 +21,8 @@ Inference: the eval-mode graph that ``rabusseg predict`` runs (logits resized to
 batch 1 latency and ``--infer-batch`` throughput for torch eager, eager channels-last and ONNX
 Runtime (a dynamic-size export by :func:`rabusseg.inference.export.export_onnx`); on CUDA, bf16
 autocast replaces ONNX Runtime (whose CPU build is what rabusseg ships).  Engines run
-round-robin too.  FLOPs per image by ``torch.utils.flop_counter`` (on the meta device).
+round-robin too.  FLOPs per image by ``torch.utils.flop_counter`` (on the meta device), with a
+groups-aware convolution backward (torch's own counts a depthwise one as dense; ``_common.flop_counter``).
 
 Memory: CPU, the growth of the peak resident set (VmHWM, reset through /proc/self/clear_refs)
 over the first training step of a freshly built run, or over one batch-1 inference, in a child
@@ -55,11 +56,13 @@ from typing import Any
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     H200_BF16_DENSE_TFLOPS,
     RESULTS_DIR,
     command_line,
+    cpu_seconds,
     environment,
+    flop_counter,
     load_average,
     median,
     passive_openmp,
@@ -70,7 +73,7 @@ from _common import (  # noqa: E402
 )
 
 passive_openmp()  # before torch: see _common.passive_openmp
-import torch  # noqa: E402
+import torch
 
 METHODS = ("supervised", "mean_teacher", "ra_busseg")
 OVERHEAD_TARGET = 1.15
@@ -78,11 +81,13 @@ OVERHEAD_TARGET = 1.15
 LATENCY_TARGET_S = 0.5
 """CPU inference of a 512 px image with the best engine."""
 DEFAULT_GRID: dict[str, dict[str, tuple[int, ...]]] = {
-    "cpu_small": {"train": (128, 256, 512), "infer": (128, 256, 512), "throughput": (128, 256)},
+    "cpu_small": {"train": (128, 256, 512), "infer": (128, 256, 512), "throughput": (128, 256, 512)},
     "busi_1-2": {"train": (128,), "infer": (128, 256), "throughput": (128,)},
 }
-"""Sizes per model: what fits in about 10 minutes on 2 CPU cores (the deep-stem ResNet-50 at
-output stride 8 costs 430 GFLOP per 512 px image, about 15 times the cpu_small network)."""
+"""Sizes per model: what fits in 10 minutes on 2 CPU cores (measured: 11.2 minutes while another
+job held more than one of the two cores, the benchmark itself averaging 0.78 of a core).  The deep-stem ResNet-50 at output stride 8
+costs 430 GFLOP per 512 px image, 15 times the cpu_small network: one 512 px training step of it
+takes minutes on 2 cores, so it is timed at 128 px here (``--models busi_1-2 --train-sizes 512``)."""
 QUICK_GRID: dict[str, dict[str, tuple[int, ...]]] = {"cpu_small": {"train": (64,), "infer": (64,), "throughput": (64,)}}
 
 
@@ -167,7 +172,12 @@ def build_run(model: str, method: str, size: int, batch: int, device: torch.devi
     """A :class:`TrainingRun` built the way ``rabusseg train`` builds one, minus data and files."""
     from rabusseg.engine.distributed import DistInfo
     from rabusseg.engine.state import TrainingRun
-    from rabusseg.engine.trainer import _build_networks, _build_optimizer, _landmark_path, _wrap
+    from rabusseg.engine.trainer import (
+        _build_networks,
+        _build_optimizer,
+        _landmark_path,
+        _wrap,
+    )
 
     config = step_config(model, method, size, batch, device)
     info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
@@ -192,15 +202,13 @@ def run_steps(run: Any, n: int) -> list[float]:
 
 def bench_training(model: str, size: int, batch: int, repeats: int, device: torch.device, work: Path) -> list[dict[str, Any]]:
     """Round-robin step times of the three methods at one size; FLOPs counted in the warm-up round."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     runs = {m: build_run(model, m, size, batch, device, work) for m in METHODS}
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     flops: dict[str, float] = {}
     for round_ in range(repeats + 1):
         for method, run in runs.items():
             if round_ == 0:  # warm-up: first-call costs; count FLOPs here
-                with FlopCounterMode(display=False) as counter:
+                with flop_counter() as counter:
                     run_steps(run, 1)
                 flops[method] = float(counter.get_total_flops())
             else:
@@ -248,10 +256,8 @@ def inference_network(model: str) -> torch.nn.Module:
 
 def flops_per_image(graph: torch.nn.Module, size: int) -> float:
     """Forward FLOPs of one image (counted on the meta device: no compute)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     meta = copy.deepcopy(graph).to("meta")
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
+    with flop_counter() as counter, torch.no_grad():
         meta(torch.empty(1, 3, size, size, device="meta"))
     return float(counter.get_total_flops())
 
@@ -306,13 +312,13 @@ def bench_inference(model: str, sizes: tuple[int, ...], throughput_sizes: tuple[
         with torch.inference_mode():
             for round_ in range(repeats + 1):
                 for name, fn in fns.items():
-                    t = time_call(lambda fn=fn: fn(x1), device)
+                    t = time_call(lambda fn=fn, x=x1: fn(x), device)
                     if round_:
                         lat[name].append(t)
             if size in throughput_sizes:
                 for round_ in range(repeats + 1):
                     for name, fn in fns.items():
-                        t = time_call(lambda fn=fn: fn(xb), device)
+                        t = time_call(lambda fn=fn, x=xb: fn(x), device)
                         if round_:
                             thr[name].append(t)
         for name in fns:
@@ -459,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     infer_batch = 2 if args.quick and args.infer_batch == 8 else args.infer_batch
     grid = grid_from_args(args)
     env = environment(args.device)
-    started = time.perf_counter()
+    started, cpu_start = time.perf_counter(), cpu_seconds()
     training, overhead, inference, memory = [], [], [], []
     with tempfile.TemporaryDirectory(prefix="rabusseg-speed-") as tmp:
         work = Path(tmp)
@@ -478,13 +484,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "device": args.device, "work": str(work)}  # fmt: skip
                 memory += measure_memory(spec) if device.type == "cuda" else memory_in_child(spec)
     env["load_average_end"] = load_average()
+    env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / (time.perf_counter() - started), 2)
     result = {
         "benchmark": "speed",
         "command": command_line(),
         "environment": env,
         "settings": {"grid": {m: {k: list(v) for k, v in s.items()} for m, s in grid.items()}, "batch": args.batch,
                      "infer_batch": infer_batch, "repeats": repeats, "warmup_rounds": 1, "quick": args.quick,
-                     "methods": list(METHODS)},  # fmt: skip
+                     "methods": list(METHODS)},
         "targets": {"ra_over_mean_teacher_max": OVERHEAD_TARGET, "cpu_512px_s_per_image_max": LATENCY_TARGET_S},
         "training": training,
         "training_overhead": overhead,
