@@ -102,14 +102,25 @@ class MethodConfig(_Strict):
     num_landmarks: int = Field(64, ge=2)
     landmark_affinity: Literal["auto", "full", "rows"] = "auto"
     """``full`` builds the hw x hw affinity; ``rows`` builds only the rows the greedy rule reads."""
-    strong_view: bool = False
-    """Train the student on a strong view of unlabelled images (intensity jitter, blur, CutMix)."""
+    strong_view: bool = True
+    """Train the student on a strong view of unlabelled images (intensity jitter, blur, CutMix).
+    [choice] on by default (docs/choices.md); the paper's presets set it off (weak view)."""
     drop_percent: float = Field(80.0, ge=0, le=100)
     """Entropy filtering drops (100 - drop_percent) * (1 - epoch/epochs) percent of pixels."""
     filter_per_image: bool = False
     """Rank pixel entropies per image instead of over the whole unlabelled batch (U2PL: batch)."""
     fixmatch_threshold: float = Field(0.95, gt=0, le=1)
     cutmix_prob: float = Field(0.5, ge=0, le=1)
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Mean-teacher methods keep an EMA teacher; FixMatch labels with the student itself."""
+        return self.name in ("mean_teacher", "ra_busseg")
+
+    @property
+    def uses_strong_view(self) -> bool:
+        """Whether the student trains on the strong view of unlabelled images (always for FixMatch)."""
+        return self.name == "fixmatch" or (self.uses_teacher and self.strong_view)
 
 
 class TrainConfig(_Strict):

@@ -78,3 +78,8 @@ def test_validation_list_must_not_be_the_test_list() -> None:
 def test_bad_enum_values_are_named() -> None:
     with pytest.raises(ConfigError, match=r"method\.arp_images"):
         config_from_dict({"method": {"arp_images": "some"}})
+
+
+def test_paper_presets_keep_the_weak_view() -> None:
+    for preset in ("busi_1-2", "busi_1-4", "busi_1-8", "busi_1-16", "udiat_1-2"):
+        assert load_config(preset).method.strong_view is False, preset

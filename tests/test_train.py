@@ -53,6 +53,13 @@ def test_every_method_trains_with_finite_losses(tiny_data: Path, tmp_path: Path,
     assert (tmp_path / "run" / "config.yaml").is_file() and any((tmp_path / "run" / "tensorboard").iterdir())
 
 
+def test_channels_last_and_per_image_filtering_train(tiny_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tiny_data, method={"name": "mean_teacher", "filter_per_image": True},
+                      train={"channels_last": True, "max_steps": 2})  # fmt: skip
+    assert train(cfg, tmp_path / "run").step == 2
+    assert all(math.isfinite(r["loss/total"]) for r in read_metrics(tmp_path / "run"))
+
+
 def test_warmup_is_supervised_then_teacher_starts(tiny_data: Path, tmp_path: Path) -> None:
     cfg = tiny_config(tiny_data, train={"warmup_epochs": 1})
     train(cfg, tmp_path / "run")

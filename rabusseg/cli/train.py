@@ -36,8 +36,7 @@ def train(
 ) -> None:
     """Train a segmenter (supervised, mean_teacher, fixmatch or ra_busseg) into a run directory.
 
-    Under torchrun (`torchrun --nproc_per_node=N -m rabusseg train ...`) every process joins one
-    DistributedDataParallel job; rank 0 writes.
+    Under torchrun (torchrun --nproc_per_node=N -m rabusseg train ...) every process joins one DDP job; rank 0 writes.
     """
     from rabusseg.config import load_config
     from rabusseg.engine.trainer import train as run_training

@@ -22,12 +22,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.distributed as dist
 
 from rabusseg.engine.augment import cutmix, cutmix_boxes
-from rabusseg.engine.distributed import DistInfo, barrier
+from rabusseg.engine.distributed import DistInfo, barrier, broadcast_object
 from rabusseg.engine.ema import ema_decay, ema_update
 from rabusseg.engine.logger import LossMeter
 from rabusseg.engine.pseudo_labels import confidence_mask, drop_fraction, entropy_filter, keep_ratio, pseudo_labels
@@ -99,12 +100,8 @@ def validate(run: TrainingRun, epoch: int) -> float | None:
         means = {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
         run.logger.eval("val", run.step, epoch, means)
         dice = means.get("dice")
-    improved = dice is not None and (run.best["dice"] is None or dice > run.best["dice"])
-    improved = bool(run.info.is_main and improved)
-    if run.info.distributed:
-        box = [improved, dice]
-        dist.broadcast_object_list(box, src=0)
-        improved, dice = box
+    improved = run.info.is_main and dice is not None and (run.best["dice"] is None or dice > run.best["dice"])
+    improved, dice = broadcast_object((improved, dice), run.info)  # every rank saves (RNG states are gathered)
     if improved:
         run.best = {"dice": dice, "step": run.step, "epoch": epoch}
         save_training_state(run, run.run_dir / BEST_CHECKPOINT, epoch)
@@ -119,12 +116,12 @@ def fit(run: TrainingRun) -> FitOutcome:
     student, teacher, model, optimizer = run.student, run.teacher, run.model, run.optimizer
     semi = m.name != "supervised"
     relations = m.name == "ra_busseg" and (m.arp or m.cra)
-    strong = m.name == "fixmatch" or (m.name in ("mean_teacher", "ra_busseg") and m.strong_view)
+    strong = m.uses_strong_view
     crop = (cfg.data.crop_size, cfg.data.crop_size)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.amp else contextlib.nullcontext()
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    sup_loss = (lambda logits, labels: ohem_cross_entropy(logits, labels, threshold=cfg.loss.ohem_threshold,
-                min_kept=cfg.loss.ohem_min_kept)) if cfg.loss.ohem else cross_entropy  # fmt: skip
+    sup_loss = partial(ohem_cross_entropy, threshold=cfg.loss.ohem_threshold, min_kept=cfg.loss.ohem_min_kept) \
+        if cfg.loss.ohem else cross_entropy
     meter, stopped = LossMeter(), False
     epoch = run.step // spe
 

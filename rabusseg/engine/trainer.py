@@ -86,7 +86,7 @@ def _build_networks(config: Config, info: DistInfo) -> tuple[nn.Module, nn.Modul
     if config.train.channels_last:
         student = student.to(memory_format=torch.channels_last)
     teacher = None
-    if m.name in ("mean_teacher", "ra_busseg"):
+    if m.uses_teacher:
         teacher = copy.deepcopy(student).eval().requires_grad_(False)
     return student, teacher
 
@@ -207,8 +207,7 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
         model = _wrap(student, config, info)
         sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size, spe,
                                   seed=config.train.seed, rank=info.rank, world_size=info.world_size)  # fmt: skip
-        strong = config.method.name == "fixmatch" or config.method.strong_view
-        loader = build_train_loader(config.data, ids, sampler, strong_view=strong and semi,
+        loader = build_train_loader(config.data, ids, sampler, strong_view=config.method.uses_strong_view,
                                     pin_memory=info.device.type == "cuda")  # fmt: skip
         _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
         run = TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler, spe,
