@@ -103,6 +103,7 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
                          "min/run": r.get("wall_min"), "Dice": _pm(r, "dice_last", 3), "IoU": _pm(r, "iou_last", 3),
                          "HD95": _pm(r, "hd95_last", 1), "Dice (best val)": _pm(r, "dice_best", 3)})  # fmt: skip
         lines += [table(rows, ["ratio", "variant", "seeds", "min/run", "Dice", "IoU", "HD95", "Dice (best val)"]), ""]
+        verdicts += against_supervised(q["rows"])
         slow = [r for r in q["runs"] if r.get("wall_s") and r["wall_s"] > 1800]
         for r in slow:
             verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.0f} min (MISSED: <= 30 min).")
@@ -115,6 +116,35 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
                   *(m["command"] for m in missing), "```", ""]  # fmt: skip
         verdicts.append(f"Quality on CPU: {len(missing)} planned run(s) not run{why}; commands below.")
     return lines, verdicts
+
+
+def against_supervised(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per ratio: each variant's test Dice (last) minus the supervised baseline's.
+
+    Why: the question a reader brings is whether the unlabelled images helped; a difference
+    inside the spread is said to be within noise rather than called a gain or a loss.
+    """
+    lines = []
+    for ratio in sorted({r["ratio"] for r in rows}):
+        here = {r["variant"]: r for r in rows if r["ratio"] == ratio and r.get("dice_last") is not None}
+        base = here.get("supervised")
+        if base is None or len(here) < 2:
+            continue
+        parts = []
+        for name, r in here.items():
+            if name == "supervised":
+                continue
+            delta = r["dice_last"] - base["dice_last"]
+            spread = [v for v in (r.get("dice_last_std"), base.get("dice_last_std")) if v is not None]
+            # One seed: the spread is over test images, so the noise is the 95% half-width of a mean of
+            # n images (1.96 sd / sqrt(n)); several seeds: the larger std over seeds.
+            n = next((run_n for run_n in (r.get("n_images"), base.get("n_images")) if run_n), None)
+            over_images = r.get("dice_last_std_over") == "images"
+            noise = (1.96 * max(spread) / n ** 0.5 if over_images and n else max(spread)) if spread else None
+            word = "within noise" if noise is not None and abs(delta) <= noise else ("better" if delta > 0 else "worse")
+            parts.append(f"{name} {r['dice_last']:.3f} ({delta:+.3f}, {word})")
+        lines.append(f"Test Dice at {ratio.replace('_', '/')} against supervised {base['dice_last']:.3f}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def _pm(row: dict[str, Any], key: str, digits: int) -> str | None:

@@ -194,6 +194,7 @@ def collect_runs(runs: Path) -> list[dict[str, Any]]:
         for which in ("test_last", "test_best"):
             part = (summary or {}).get(which) or {}
             record[which] = {m: {"mean": part[m]["mean"], "std": part[m]["std"]} for m in METRICS if m in part} or None
+        record["n_images"] = ((summary or {}).get("test_last") or {}).get("n_images")
         out.append(record)
     return out
 
@@ -219,7 +220,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 99)):
         row: dict[str, Any] = {"ratio": ratio, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
-                               "wall_min": median([r["wall_s"] / 60 for r in runs if r["wall_s"]]) if any(r["wall_s"] for r in runs) else None}  # fmt: skip
+                               "wall_min": median([r["wall_s"] / 60 for r in runs if r["wall_s"]]) if any(r["wall_s"] for r in runs) else None,
+                               "n_images": runs[0].get("n_images")}  # fmt: skip
         for which, tag in (("test_last", "last"), ("test_best", "best")):
             for metric in METRICS:
                 vals = [r[which][metric]["mean"] for r in runs if r[which] and r[which].get(metric, {}).get("mean") is not None]

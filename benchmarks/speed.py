@@ -6,7 +6,7 @@
     python benchmarks/speed.py --models busi_1-2 --train-sizes 256 --infer-sizes 512
 
 A *model* is a preset of ``rabusseg/configs`` (its model and method sections; random weights):
-``cpu_small`` (MobileNetV2, output stride 16, 128-channel head), ``busi_1-2`` (ResNet-50 deep stem,
+``cpu_small`` (MobileNetV2, output stride 16, 64-channel head), ``busi_1-2`` (ResNet-50 deep stem,
 output stride 8: the paper's network), ``busi_1-2_mobilenet`` (MobileNetV2, output stride 8).
 
 Training: the time of one optimiser step of ``supervised``, ``mean_teacher`` and ``ra_busseg`` at

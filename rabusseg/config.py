@@ -41,6 +41,10 @@ class ModelConfig(_Strict):
     low_level_channels: int = Field(256, gt=0)
     proj_channels: int = Field(256, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    classifier_init_std: float = Field(0.01, gt=0)
+    """Std of the normal init of the final 1x1 classifier.  [choice] (docs/choices.md): 0.01 starts
+    near chance and trained best on BUSI; 1.0 (= He init for two classes) learns the demo's
+    small phantom lesions faster, so ``demo.yaml`` sets it."""
 
 
 class DataConfig(_Strict):

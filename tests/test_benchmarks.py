@@ -151,3 +151,15 @@ def test_gpu_quality_dry_run_budget() -> None:
     assert set(cmds) == {"paper", "mobilenet"}
     assert cmds["paper"][cmds["paper"].index("--config") + 1] == "busi_1-2"
     assert "train.epochs=6" in cmds["mobilenet"]
+
+
+def test_quality_verdicts_compare_each_variant_with_supervised() -> None:
+    make_results = load_script("make_results")
+    row = {"ratio": "1_2", "dice_last_std": 0.3, "dice_last_std_over": "images", "n_images": 100}
+    rows = [{**row, "variant": "supervised", "dice_last": 0.60},
+            {**row, "variant": "ra_busseg", "dice_last": 0.65},  # +0.05 < 1.96 * 0.3 / 10 = 0.0588
+            {**row, "variant": "mean_teacher", "dice_last": 0.50},  # -0.10: worse
+            {**row, "ratio": "1_8", "variant": "ra_busseg", "dice_last": 0.4}]  # no baseline at 1/8: no line
+    lines = make_results.against_supervised(rows)
+    assert lines == ["Test Dice at 1/2 against supervised 0.600: ra_busseg 0.650 (+0.050, within noise); "
+                     "mean_teacher 0.500 (-0.100, worse)."]

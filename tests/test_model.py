@@ -135,3 +135,28 @@ def test_model_rejects_bad_arguments() -> None:
             SegmentationModel(encoder, 1)
         with pytest.raises(ValueError, match="dropout"):
             SegmentationModel(encoder, dropout=1.0)
+
+
+def test_untrained_model_starts_near_chance() -> None:
+    """The classifier starts with small weights: initial logits near 0, cross-entropy near ln 2.
+
+    He init with fan_out = 2 gave logits of std ~10 and an initial loss of ~2 on BUSI.
+    """
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder="mobilenet_v2", output_stride=16, aspp_channels=32,
+                                    decoder_channels=32, low_level_channels=16, proj_channels=32)).eval()  # fmt: skip
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64)).pred
+    labels = torch.randint(0, 2, (2, *logits.shape[-2:]))
+    assert logits.abs().max() < 0.5
+    assert F.cross_entropy(logits, labels).item() == pytest.approx(0.6931, abs=0.05)
+
+
+@pytest.mark.parametrize("std", [0.01, 1.0])
+def test_classifier_init_std_is_honoured(std: float) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder="mobilenet_v2", output_stride=16, aspp_channels=32, decoder_channels=256,
+                                    low_level_channels=16, proj_channels=32, classifier_init_std=std))  # fmt: skip
+    weight = model.decoder.classifier.weight  # (2, 256, 1, 1): 512 draws
+    assert weight.std().item() == pytest.approx(std, rel=0.15)
+    assert model.decoder.classifier.bias.abs().max().item() == 0.0

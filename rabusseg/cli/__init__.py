@@ -7,6 +7,7 @@ happen inside the verbs so ``rabusseg --help`` stays fast.  Errors meant for the
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rabusseg.cli import data as _data  # noqa: F401  (registers verbs)
@@ -20,6 +21,10 @@ from rabusseg.errors import RabussegError
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    # Idle OpenMP threads sleep instead of spinning (torch is not imported yet, so this takes
+    # effect).  On cores shared with other work, spinning made small convolutions up to 50x
+    # slower here (benchmarks/_common.py); an explicit user setting is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         app(args=argv, prog_name="rabusseg")
     except RabussegError as err:

@@ -31,4 +31,5 @@ def build_model(cfg: ModelConfig) -> SegmentationModel:
         low_level_channels=cfg.low_level_channels,
         proj_channels=cfg.proj_channels,
         dropout=cfg.dropout,
+        classifier_init_std=cfg.classifier_init_std,
     )
