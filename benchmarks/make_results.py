@@ -103,7 +103,12 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
                          "min/run": r.get("wall_min"), "Dice": _pm(r, "dice_last", 3), "IoU": _pm(r, "iou_last", 3),
                          "HD95": _pm(r, "hd95_last", 1), "Dice (best val)": _pm(r, "dice_best", 3)})  # fmt: skip
         lines += [table(rows, ["ratio", "variant", "seeds", "min/run", "Dice", "IoU", "HD95", "Dice (best val)"]), ""]
+        if q.get("figure"):
+            lines += [f"![test Dice by method]({q['figure']})", ""]
         verdicts += against_supervised(q["rows"])
+        if not any(r.get("dice_best") is not None for r in q["rows"]):
+            verdicts.append("Best-on-validation Dice: not measured (these runs train on every labelled image; "
+                            "`quality.py run --val N` carves a validation list and fills that column).")
         slow = [r for r in q["runs"] if r.get("wall_s") and r["wall_s"] > 1800]
         for r in slow:
             verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.0f} min (MISSED: <= 30 min).")

@@ -38,6 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     BENCH_DIR,
+    REPO_ROOT,
     RESULTS_DIR,
     command_line,
     cpu_seconds,
@@ -266,6 +267,44 @@ def planned(seeds: list[int]) -> list[dict[str, Any]]:
     return [{"method": m, "ratio": r, "seed": s, "ablation": a, "command": run_command(m, r, s, a)} for m, r, s, a in plan]
 
 
+def plot_quality(rows: list[dict[str, Any]], path: Path) -> Path | None:
+    """Bar chart of test Dice (last) per variant, grouped by ratio; error bars: 95% of the mean.
+
+    With one seed the bar is 1.96 sd / sqrt(n test images); with several, 1.96 x the std over
+    seeds.  Written beside ``quality.json`` so the README can show it.
+    """
+    from matplotlib.figure import Figure
+
+    rows = [r for r in rows if r.get("dice_last") is not None]
+    if not rows:
+        return None
+    ratios = sorted({r["ratio"] for r in rows})
+    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
+    variants = [v for v in order if any(r["variant"] == v for r in rows)]
+    width = 0.8 / len(variants)
+    fig = Figure(figsize=(1.6 + 1.3 * len(ratios) * max(1, len(variants)) * 0.45, 3.6))
+    ax = fig.subplots()
+    for k, variant in enumerate(variants):
+        xs, ys, errs = [], [], []
+        for i, ratio in enumerate(ratios):
+            row = next((r for r in rows if r["ratio"] == ratio and r["variant"] == variant), None)
+            if row is None:
+                continue
+            std, n = row.get("dice_last_std") or 0.0, row.get("n_images") or 1
+            xs.append(i + (k - (len(variants) - 1) / 2) * width)
+            ys.append(row["dice_last"])
+            errs.append(1.96 * (std / n ** 0.5 if row.get("dice_last_std_over") == "images" else std))
+        ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=variant)
+    ax.set_xticks(range(len(ratios)), [f"{r.replace('_', '/')} labelled" for r in ratios])
+    ax.set_ylabel("test Dice (last model)")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize=8, ncols=2)
+    ax.set_title("BUSI, cpu_small: test Dice by method (95% interval of the mean)", fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
 def do_table(args: argparse.Namespace) -> dict[str, Any]:
     """Assemble the runs that exist into ``quality.json`` and print the table."""
     records = collect_runs(args.runs)
@@ -294,8 +333,12 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
                 ["ratio", "variant", "seeds", "min/run", "dice (last)", "iou (last)", "hd95 (last)", "dice (best val)"])  # fmt: skip
     if missing:
         print(f"\n{len(missing)} planned run(s) not done, e.g.:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
+    figure = plot_quality(rows, args.output.with_suffix(".png"))
+    if figure is not None:
+        resolved = figure.resolve()
+        result["figure"] = str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
     write_json(args.output, result)
-    print(f"\nwrote {args.output}")
+    print(f"\nwrote {args.output}" + (f" and {figure}" if figure else ""))
     return result
 
 

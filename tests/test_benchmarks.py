@@ -70,7 +70,8 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
     root, runs, out = _tiny_busi(tmp_path / "data"), tmp_path / "runs", tmp_path / "quality.json"
     tiny = ["model.encoder_weights=null", "model.aspp_channels=8", "model.decoder_channels=8", "model.low_level_channels=8",
             "model.proj_channels=8", "data.resize_to=null", "data.crop_size=64", "data.eval_size=64", "data.num_workers=0",
-            "train.epochs=2", "train.warmup_epochs=1", "train.max_steps=2", "train.batch_size=2"]  # fmt: skip
+            "train.epochs=2", "train.warmup_epochs=1", "train.max_steps=2", "train.batch_size=2",
+            "model.classifier_init_std=1.0"]  # fmt: skip  (random foreground after 2 steps: HD95 is defined)
     sets = [a for o in tiny for a in ("--set", o)]
     run_dir = quality.main(["run", "--method", "supervised", "--ratio", "1_2", "--seed", "0", "--root", str(root),
                             "--runs", str(runs), *sets])  # fmt: skip
@@ -81,6 +82,7 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
 
     data = quality.main(["table", "--runs", str(runs), "--output", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(data))
+    assert data["figure"] == str(out.with_suffix(".png").resolve()) and out.with_suffix(".png").stat().st_size > 1000
     row = data["rows"][0]
     assert (row["ratio"], row["variant"], row["seeds"]) == ("1_2", "supervised", [0])
     assert {"dice_last", "iou_last", "hd95_last"} <= row.keys()
