@@ -185,3 +185,12 @@ def flop_counter() -> Any:
     from torch.utils.flop_counter import FlopCounterMode
 
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flops})
+
+
+def halfwidth95(row: dict[str, Any], key: str = "dice_last") -> float | None:
+    """95% half-width of a quality row's mean: 1.96 sd / sqrt(n images) with one seed, else 1.96 x std over seeds."""
+    std = row.get(f"{key}_std")
+    if std is None:
+        return None
+    n = row.get("n_images")
+    return 1.96 * (std / n ** 0.5 if row.get(f"{key}_std_over") == "images" and n else std)

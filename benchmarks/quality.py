@@ -44,6 +44,7 @@ from _common import (
     cpu_seconds,
     environment,
     finite_or_none,
+    halfwidth95,
     load_average,
     median,
     passive_openmp,
@@ -290,10 +291,9 @@ def plot_quality(rows: list[dict[str, Any]], path: Path) -> Path | None:
             row = next((r for r in rows if r["ratio"] == ratio and r["variant"] == variant), None)
             if row is None:
                 continue
-            std, n = row.get("dice_last_std") or 0.0, row.get("n_images") or 1
             xs.append(i + (k - (len(variants) - 1) / 2) * width)
             ys.append(row["dice_last"])
-            errs.append(1.96 * (std / n ** 0.5 if row.get("dice_last_std_over") == "images" else std))
+            errs.append(halfwidth95(row) or 0.0)
         ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=variant)
     ax.set_xticks(range(len(ratios)), [f"{r.replace('_', '/')} labelled" for r in ratios])
     ax.set_ylabel("test Dice (last model)")
