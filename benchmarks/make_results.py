@@ -94,7 +94,8 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
                "`python benchmarks/quality.py run --method M --ratio R --seed S` "
                f"({len(runs)} finished)" + (f", on {hardware(envs[0])}" if envs else "") + "."), "",
               ("Test Dice, IoU and HD95 (pixels) of the last model; mean +- std over seeds, or over test images "
-               "(`img`) when there is one seed; `best val` is the model chosen on a validation list, when the run had one."), ""]  # fmt: skip
+               "(`img`) when there is one seed; `best val` is the model chosen on a validation list, when the run had one "
+               "(variants `+valN`: N images held out of the unlabelled list, the labelled set unchanged)."), ""]  # fmt: skip
     verdicts = []
     if q.get("rows"):
         rows = []
@@ -107,8 +108,8 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
             lines += [f"![test Dice by method]({q['figure']})", ""]
         verdicts += against_supervised(q["rows"])
         if not any(r.get("dice_best") is not None for r in q["rows"]):
-            verdicts.append("Best-on-validation Dice: not measured (these runs train on every labelled image; "
-                            "`quality.py run --val N` carves a validation list and fills that column).")
+            verdicts.append("Best-on-validation Dice: not measured (no run had a validation list; "
+                            "`quality.py run --val N` holds N unlabelled images out for one and fills that column).")
         slow = [r for r in q["runs"] if r.get("wall_s") and r["wall_s"] > 1800]
         for r in slow:
             verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.0f} min (MISSED: <= 30 min).")
@@ -124,32 +125,47 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def against_supervised(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per ratio: each variant's test Dice (last) minus the supervised baseline's.
+    """One line per ratio (and per family: runs without, then with a validation list): each variant's
+    test Dice minus the supervised baseline's of the same family.
 
     Why: the question a reader brings is whether the unlabelled images helped; a difference
-    inside the spread is said to be within noise rather than called a gain or a loss.
+    inside the spread is said to be within noise rather than called a gain or a loss.  Runs with a
+    validation list (``<method>+valN``) are compared on the best-on-validation model, the one a
+    user would keep.
     """
     lines = []
     for ratio in sorted({r["ratio"] for r in rows}):
-        here = {r["variant"]: r for r in rows if r["ratio"] == ratio and r.get("dice_last") is not None}
-        base = here.get("supervised")
-        if base is None or len(here) < 2:
-            continue
-        parts = []
-        for name, r in here.items():
-            if name == "supervised":
-                continue
-            delta = r["dice_last"] - base["dice_last"]
-            spread = [v for v in (r.get("dice_last_std"), base.get("dice_last_std")) if v is not None]
-            # One seed: the spread is over test images, so the noise is the 95% half-width of a mean of
-            # n images (1.96 sd / sqrt(n)); several seeds: the larger std over seeds.
-            n = next((run_n for run_n in (r.get("n_images"), base.get("n_images")) if run_n), None)
-            over_images = r.get("dice_last_std_over") == "images"
-            noise = (1.96 * max(spread) / n ** 0.5 if over_images and n else max(spread)) if spread else None
-            word = "within noise" if noise is not None and abs(delta) <= noise else ("better" if delta > 0 else "worse")
-            parts.append(f"{name} {r['dice_last']:.3f} ({delta:+.3f}, {word})")
-        lines.append(f"Test Dice at {ratio.replace('_', '/')} against supervised {base['dice_last']:.3f}: " + "; ".join(parts) + ".")
+        here = [r for r in rows if r["ratio"] == ratio]
+        for suffix in sorted({r["variant"].partition("+")[2] for r in here}):
+            family = {r["variant"]: r for r in here if r["variant"].partition("+")[2] == suffix}
+            line = _against_baseline(ratio, family, suffix)
+            if line:
+                lines.append(line)
     return lines
+
+
+def _against_baseline(ratio: str, family: dict[str, dict[str, Any]], suffix: str) -> str | None:
+    key = "dice_best" if suffix else "dice_last"
+    here = {name: r for name, r in family.items() if r.get(key) is not None}
+    base_name = f"supervised+{suffix}" if suffix else "supervised"
+    base = here.get(base_name)
+    if base is None or len(here) < 2:
+        return None
+    parts = []
+    for name, r in here.items():
+        if name == base_name:
+            continue
+        delta = r[key] - base[key]
+        spread = [v for v in (r.get(f"{key}_std"), base.get(f"{key}_std")) if v is not None]
+        # One seed: the spread is over test images, so the noise is the 95% half-width of a mean of
+        # n images (1.96 sd / sqrt(n)); several seeds: the larger std over seeds.
+        n = next((run_n for run_n in (r.get("n_images"), base.get("n_images")) if run_n), None)
+        over_images = r.get(f"{key}_std_over") == "images"
+        noise = (1.96 * max(spread) / n ** 0.5 if over_images and n else max(spread)) if spread else None
+        word = "within noise" if noise is not None and abs(delta) <= noise else ("better" if delta > 0 else "worse")
+        parts.append(f"{name} {r[key]:.3f} ({delta:+.3f}, {word})")
+    what = "Test Dice" if not suffix else f"Test Dice of the best-on-validation model ({suffix[3:]} images held out)"
+    return f"{what} at {ratio.replace('_', '/')} against {base_name} {base[key]:.3f}: " + "; ".join(parts) + "."
 
 
 def _pm(row: dict[str, Any], key: str, digits: int) -> str | None:

@@ -3,6 +3,7 @@
     python benchmarks/quality.py prepare                     # writable BUSI view + the 1/8 split (seed 0)
     python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0
     python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0 --ablation no_cra
+    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0 --val 30   # + best-on-validation
     python benchmarks/quality.py plan                        # every run's command, done or not
     python benchmarks/quality.py table                       # assemble what exists -> results/quality.json
 
@@ -21,7 +22,8 @@ longer.  The ablation (``ra_busseg`` with ``method.arp=false`` or ``method.cra=f
 
 Table: test Dice, IoU and HD95 (pixels of the original image) of the last model, mean over seeds
 +- std over seeds (with one seed: +- std over test images, marked ``img``); the best-on-validation
-model beside it when the runs had a validation list (``--val``).
+model beside it for the runs with a validation list (``--val N``: N images held out of the
+unlabelled list, so the labelled set keeps its size; the variant is then named ``<method>+valN``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ METRICS = ("dice", "iou", "hd95")
 WORK_ROOT = BENCH_DIR / "work" / "busi"
 RUNS_DIR = BENCH_DIR / "runs"
 RUN_LIMIT_S = 30 * 60
+VAL_IMAGES = 30
+"""Validation images the planned best-on-validation runs hold out (``run --val 30``)."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -105,16 +109,24 @@ def split_sizes(root: Path) -> dict[str, dict[str, int]]:
 # ----------------------------------------------------------------------------- runs
 
 
-def variant_name(method: str, ablation: str | None) -> str:
-    return f"{method}-{ablation}" if ablation else method
+def variant_name(method: str, ablation: str | None, val: int = 0) -> str:
+    """``ra_busseg``, ``ra_busseg-no_cra``; ``+val30`` when 30 images were held out for validation."""
+    return (f"{method}-{ablation}" if ablation else method) + (f"+val{val}" if val else "")
 
 
-def run_dir_of(runs: Path, ratio: str, method: str, seed: int, ablation: str | None = None) -> Path:
-    return runs / ratio / f"{variant_name(method, ablation)}_s{seed}"
+def variant_order(variant: str) -> tuple[int, int]:
+    """Table order: methods, then the ablation; runs without a validation list before those with one."""
+    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
+    base, _, val = variant.partition("+val")
+    return (1 if val else 0, order.index(base) if base in order else len(order))
 
 
-def run_command(method: str, ratio: str, seed: int, ablation: str | None = None) -> str:
-    extra = f" --ablation {ablation}" if ablation else ""
+def run_dir_of(runs: Path, ratio: str, method: str, seed: int, ablation: str | None = None, val: int = 0) -> Path:
+    return runs / ratio / f"{variant_name(method, ablation, val)}_s{seed}"
+
+
+def run_command(method: str, ratio: str, seed: int, ablation: str | None = None, val: int = 0) -> str:
+    extra = (f" --ablation {ablation}" if ablation else "") + (f" --val {val}" if val else "")
     return f"python benchmarks/quality.py run --method {method} --ratio {ratio} --seed {seed}{extra}"
 
 
@@ -131,15 +143,25 @@ def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str 
 
 
 def carve_validation(root: Path, ratio: str, n: int, out: Path) -> tuple[str, str]:
-    """Move ``n`` labelled ids (spread over the class-sorted list) to a validation list under ``out``."""
+    """Move ``n`` *unlabelled* ids (spread over the class-sorted list) to a validation list under ``out``.
+
+    Why from the unlabelled list: BUSI has a mask for every image, so a validation list can be held
+    out of the unlabelled pool and the labelled set keeps the size its ratio names (30 of the 65
+    labelled images at 1/8 would be half of them).  No run trains on a validation image, and for
+    ``supervised`` the training data is exactly that of the run without ``--val``.
+    Returns (unlabelled list, validation list).
+    """
     from rabusseg.data.folder import DatasetFolder
 
-    labeled = DatasetFolder(root).split(f"{ratio}/labeled")
-    val = labeled[:: max(1, len(labeled) // n)][:n]
+    unlabeled = DatasetFolder(root).split(f"{ratio}/unlabeled")
+    if not 0 < n < len(unlabeled):
+        raise ValueError(f"--val {n}: the {ratio} unlabelled list has {len(unlabeled)} ids")
+    val = [unlabeled[i * len(unlabeled) // n] for i in range(n)]  # evenly over the list: every class
+    held = set(val)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "labeled.txt").write_text("\n".join(i for i in labeled if i not in set(val)) + "\n", encoding="utf-8")
+    (out / "unlabeled.txt").write_text("\n".join(i for i in unlabeled if i not in held) + "\n", encoding="utf-8")
     (out / "val.txt").write_text("\n".join(val) + "\n", encoding="utf-8")
-    return str((out / "labeled.txt").resolve()), str((out / "val.txt").resolve())
+    return str((out / "unlabeled.txt").resolve()), str((out / "val.txt").resolve())
 
 
 def do_run(args: argparse.Namespace) -> Path:
@@ -148,15 +170,15 @@ def do_run(args: argparse.Namespace) -> Path:
     from rabusseg.engine.trainer import train
 
     root = args.root or prepare_data(shared_busi(), WORK_ROOT)
-    out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation)
+    out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation, args.val)
     overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation)
     if args.val:
-        labeled, val = carve_validation(root, args.ratio, args.val, args.runs / "lists" / args.ratio)
-        overrides += [f"data.labeled={labeled}", f"data.val={val}"]
+        unlabeled, val = carve_validation(root, args.ratio, args.val, args.runs / "lists" / f"{args.ratio}_val{args.val}")
+        overrides += [f"data.unlabeled={unlabeled}", f"data.val={val}"]
     overrides += args.overrides
     config = load_config(args.preset, overrides)
     env = environment("cpu")
-    print(f"{run_command(args.method, args.ratio, args.seed, args.ablation)} -> {out} (load {env['load_average_start']})",
+    print(f"{run_command(args.method, args.ratio, args.seed, args.ablation, args.val)} -> {out} (load {env['load_average_start']})",
           flush=True)  # fmt: skip
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result = train(config, out, overwrite=args.overwrite)
@@ -164,7 +186,7 @@ def do_run(args: argparse.Namespace) -> Path:
     env["load_average_end"] = load_average()
     env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / wall, 2)
     bench = {"command": command_line(), "preset": args.preset, "overrides": overrides, "method": args.method,
-             "ratio": args.ratio, "seed": args.seed, "ablation": args.ablation, "environment": env,
+             "ratio": args.ratio, "seed": args.seed, "ablation": args.ablation, "val": args.val, "environment": env,
              "wall_s": round(wall, 1), "steps": result.step, "within_30_min": wall <= RUN_LIMIT_S}  # fmt: skip
     write_json(out / "bench.json", bench)
     last = result.summary.get("test_last") or {}
@@ -214,13 +236,12 @@ def _std(values: list[float]) -> float | None:
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (ratio, variant): per metric the mean over seeds and its spread."""
-    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         if r["finished"]:
             groups.setdefault((r["ratio"], r["variant"]), []).append(r)
     rows = []
-    for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 99)):
+    for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], variant_order(kv[0][1]))):
         row: dict[str, Any] = {"ratio": ratio, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
                                "wall_min": median([r["wall_s"] / 60 for r in runs if r["wall_s"]]) if any(r["wall_s"] for r in runs) else None,
                                "n_images": runs[0].get("n_images")}  # fmt: skip
@@ -261,11 +282,15 @@ def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def planned(seeds: list[int]) -> list[dict[str, Any]]:
-    """Every run of the benchmark: methods x ratios x seeds, and the ablation at one ratio."""
-    plan = [(m, r, s, None) for r in RATIOS for m in METHODS for s in seeds]
-    plan += [("ra_busseg", ABLATION_RATIO, s, a) for a in ABLATIONS for s in seeds]
-    return [{"method": m, "ratio": r, "seed": s, "ablation": a, "command": run_command(m, r, s, a)} for m, r, s, a in plan]
+def planned(seeds: list[int], val: int = 0) -> list[dict[str, Any]]:
+    """Every run of the benchmark: methods x ratios x seeds, the ablation at one ratio; with ``val``
+    the methods x ratios x seeds again with a validation list (the best-on-validation column)."""
+    plan = [(m, r, s, None, 0) for r in RATIOS for m in METHODS for s in seeds]
+    plan += [("ra_busseg", ABLATION_RATIO, s, a, 0) for a in ABLATIONS for s in seeds]
+    if val:
+        plan += [(m, r, s, None, val) for r in RATIOS for m in METHODS for s in seeds]
+    return [{"method": m, "ratio": r, "seed": s, "ablation": a, "val": v, "variant": variant_name(m, a, v),
+             "command": run_command(m, r, s, a, v)} for m, r, s, a, v in plan]  # fmt: skip
 
 
 def plot_quality(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -277,11 +302,12 @@ def plot_quality(rows: list[dict[str, Any]], path: Path) -> Path | None:
     from matplotlib.figure import Figure
 
     rows = [r for r in rows if r.get("dice_last") is not None]
+    # The runs with a validation list repeat the others' training (less N unlabelled images): one set of bars.
+    rows = [r for r in rows if "+val" not in r["variant"]] or rows
     if not rows:
         return None
     ratios = sorted({r["ratio"] for r in rows})
-    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
-    variants = [v for v in order if any(r["variant"] == v for r in rows)]
+    variants = sorted({r["variant"] for r in rows}, key=variant_order)
     width = 0.8 / len(variants)
     fig = Figure(figsize=(1.6 + 1.3 * len(ratios) * max(1, len(variants)) * 0.45, 3.6))
     ax = fig.subplots()
@@ -310,8 +336,7 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
     records = collect_runs(args.runs)
     rows = aggregate(records)
     finished = {(r["ratio"], r["variant"], r["seed"]) for r in records if r["finished"]}
-    missing = [p for p in planned(args.seeds)
-               if (p["ratio"], variant_name(p["method"], p["ablation"]), p["seed"]) not in finished]  # fmt: skip
+    missing = [p for p in planned(args.seeds, args.val) if (p["ratio"], p["variant"], p["seed"]) not in finished]
     root = WORK_ROOT if WORK_ROOT.is_dir() else None
     result = {
         "benchmark": "quality",
@@ -351,7 +376,6 @@ def main(argv: list[str] | None = None) -> Any:
     p_run.add_argument("--ratio", choices=list(RATIOS), required=True)
     p_run.add_argument("--seed", type=int, default=0)
     p_run.add_argument("--ablation", choices=list(ABLATIONS), default=None, help="ra_busseg with ARP or CRA off")
-    p_run.add_argument("--val", type=int, default=0, help="carve this many labelled images as a validation list (best.pt)")
     p_run.add_argument("--overwrite", action="store_true", help="move an existing run directory aside and start again")
     p_run.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override key=value")
     for p in (p_run, sub.add_parser("table", help="assemble results/quality.json"), sub.add_parser("plan", help="list the runs")):
@@ -359,6 +383,9 @@ def main(argv: list[str] | None = None) -> Any:
         p.add_argument("--preset", default=PRESET)
         p.add_argument("--root", type=Path, default=None, help="dataset folder (default: benchmarks/work/busi)")
         p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        p.add_argument("--val", type=int, default=0 if p is p_run else VAL_IMAGES,
+                       help="run: hold this many unlabelled images out as a validation list (best.pt); "
+                            f"plan/table: the runs planned with such a list (default {VAL_IMAGES}; 0: none)")
         p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality.json")
         p.add_argument("--note", default=None, help="table: a remark stored with the results (why runs are missing)")
     args = parser.parse_args(argv)
@@ -371,8 +398,8 @@ def main(argv: list[str] | None = None) -> Any:
         return do_run(args)
     if args.verb == "plan":
         done = {(r["ratio"], r["variant"], r["seed"]) for r in collect_runs(args.runs) if r["finished"]}
-        for p in planned(args.seeds):
-            state = "done" if (p["ratio"], variant_name(p["method"], p["ablation"]), p["seed"]) in done else "todo"
+        for p in planned(args.seeds, args.val):
+            state = "done" if (p["ratio"], p["variant"], p["seed"]) in done else "todo"
             print(f"[{state}] {p['command']}")
         return None
     return do_table(args)

@@ -87,9 +87,37 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
     assert (row["ratio"], row["variant"], row["seeds"]) == ("1_2", "supervised", [0])
     assert {"dice_last", "iou_last", "hd95_last"} <= row.keys()
     assert row["dice_last_std_over"] == "images"
-    planned = {(m["ratio"], m["method"], m["ablation"]) for m in data["missing"]}
-    assert ("1_2", "supervised", None) not in planned
-    assert {("1_8", "fixmatch", None), ("1_2", "ra_busseg", "no_arp"), ("1_2", "ra_busseg", "no_cra")} <= planned
+    planned = {(m["ratio"], m["variant"]) for m in data["missing"]}
+    assert ("1_2", "supervised") not in planned and ("1_2", "supervised+val30") in planned  # --val 30 by default
+    assert {("1_8", "fixmatch"), ("1_2", "ra_busseg-no_arp"), ("1_2", "ra_busseg-no_cra")} <= planned
+
+    # With a validation list: a second row, its own run directory, a best-on-validation Dice.
+    val_dir = quality.main(["run", "--method", "supervised", "--ratio", "1_2", "--seed", "0", "--val", "2",
+                            "--root", str(root), "--runs", str(runs), *sets])  # fmt: skip
+    assert val_dir == runs / "1_2" / "supervised+val2_s0" and (val_dir / "checkpoints" / "best.pt").is_file()
+    assert json.loads((val_dir / "bench.json").read_text())["val"] == 2
+    data = quality.main(["table", "--runs", str(runs), "--output", str(out), "--val", "2"])
+    assert [r["variant"] for r in data["rows"]] == ["supervised", "supervised+val2"]
+    assert data["rows"][0].get("dice_best") is None and 0.0 <= data["rows"][1]["dice_best"] <= 1.0
+    assert "python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0 --val 2" in [
+        m["command"] for m in data["missing"]]
+
+
+def test_quality_validation_is_held_out_of_the_unlabelled_list(tmp_path: Path) -> None:
+    quality = load_script("quality")
+    root = _tiny_busi(tmp_path / "data")
+    splits = root / "splits" / "1_2"
+    labeled_before = (splits / "labeled.txt").read_text()
+    unlabeled = (splits / "unlabeled.txt").read_text().split()
+    unl_path, val_path = quality.carve_validation(root, "1_2", 2, tmp_path / "lists")
+    kept, val = Path(unl_path).read_text().split(), Path(val_path).read_text().split()
+    assert len(val) == 2 and len(set(val)) == 2 and not set(val) & set(kept)
+    n = len(unlabeled)
+    assert [unlabeled.index(i) for i in val] == [0, n // 2]  # spread over the whole (class-sorted) list
+    assert sorted(kept + val) == sorted(unlabeled)
+    assert (splits / "labeled.txt").read_text() == labeled_before  # the labelled set keeps its size
+    with pytest.raises(ValueError, match="unlabelled list has"):
+        quality.carve_validation(root, "1_2", len(unlabeled), tmp_path / "lists")
 
 
 def test_quality_prepare_links_and_copies(tmp_path: Path) -> None:
@@ -165,3 +193,12 @@ def test_quality_verdicts_compare_each_variant_with_supervised() -> None:
     lines = make_results.against_supervised(rows)
     assert lines == ["Test Dice at 1/2 against supervised 0.600: ra_busseg 0.650 (+0.050, within noise); "
                      "mean_teacher 0.500 (-0.100, worse)."]
+    # Runs with a validation list are compared among themselves, on the best-on-validation model.
+    rows += [{**row, "variant": "supervised+val30", "dice_last": 0.9, "dice_best": 0.55, "dice_best_std": 0.3,
+              "dice_best_std_over": "images"},
+             {**row, "variant": "ra_busseg+val30", "dice_last": 0.1, "dice_best": 0.70, "dice_best_std": 0.3,
+              "dice_best_std_over": "images"}]  # fmt: skip
+    lines = make_results.against_supervised(rows)
+    assert lines[0].startswith("Test Dice at 1/2 against supervised 0.600")
+    assert lines[1] == ("Test Dice of the best-on-validation model (30 images held out) at 1/2 against "
+                        "supervised+val30 0.550: ra_busseg+val30 0.700 (+0.150, better).")
