@@ -107,6 +107,7 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
         if q.get("figure"):
             lines += [f"![test Dice by method]({q['figure']})", ""]
         verdicts += against_supervised(q["rows"])
+        verdicts += held_out_pairs(q["rows"])
         if not any(r.get("dice_best") is not None for r in q["rows"]):
             verdicts.append("Best-on-validation Dice: not measured (no run had a validation list; "
                             "`quality.py run --val N` holds N unlabelled images out for one and fills that column).")
@@ -142,6 +143,26 @@ def against_supervised(rows: list[dict[str, Any]]) -> list[str]:
             if line:
                 lines.append(line)
     return lines
+
+
+def held_out_pairs(rows: list[dict[str, Any]]) -> list[str]:
+    """One line: how far test Dice (last) moved between runs that differ only by the held-out images.
+
+    Why: a run with ``--val N`` trains on the same labelled images, seed and schedule as its twin,
+    less N unlabelled images; the change between the two is a floor for run-to-run noise that the
+    one-seed comparisons above cannot show.
+    """
+    index = {(r["ratio"], r["variant"]): r for r in rows if r.get("dice_last") is not None}
+    parts = []
+    for (ratio, variant), r in index.items():
+        base, _, suffix = variant.partition("+")
+        twin = index.get((ratio, base)) if suffix else None
+        if twin is not None:
+            parts.append(f"{base} at {ratio.replace('_', '/')} {twin['dice_last']:.3f} -> {r['dice_last']:.3f}")
+    if not parts:
+        return []
+    return ["Same run less the held-out validation images (test Dice of the last model; supervised runs "
+            "train on identical data): " + "; ".join(parts) + "."]
 
 
 def _against_baseline(ratio: str, family: dict[str, dict[str, Any]], suffix: str) -> str | None:

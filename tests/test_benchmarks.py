@@ -202,3 +202,6 @@ def test_quality_verdicts_compare_each_variant_with_supervised() -> None:
     assert lines[0].startswith("Test Dice at 1/2 against supervised 0.600")
     assert lines[1] == ("Test Dice of the best-on-validation model (30 images held out) at 1/2 against "
                         "supervised+val30 0.550: ra_busseg+val30 0.700 (+0.150, better).")
+    assert make_results.held_out_pairs(rows) == [
+        "Same run less the held-out validation images (test Dice of the last model; supervised runs train on "
+        "identical data): supervised at 1/2 0.600 -> 0.900; ra_busseg at 1/2 0.650 -> 0.100."]
