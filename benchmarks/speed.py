@@ -50,10 +50,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -67,13 +65,13 @@ from _common import (
     median,
     passive_openmp,
     print_table,
-    sync,
     time_call,
     write_json,
 )
 
 passive_openmp()  # before torch: see _common.passive_openmp
 import torch
+from _steps import build_run, run_steps  # noqa: E402  (imports torch)
 
 METHODS = ("supervised", "mean_teacher", "ra_busseg")
 OVERHEAD_TARGET = 1.15
@@ -92,112 +90,6 @@ QUICK_GRID: dict[str, dict[str, tuple[int, ...]]] = {"cpu_small": {"train": (64,
 
 
 # ----------------------------------------------------------------------------- training
-
-
-class _StepClock:
-    """Logger stand-in for :func:`fit`: ``advance`` is called once at the end of every step."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.times: list[float] = []
-        self.last = time.perf_counter()
-
-    def mark(self) -> None:
-        sync(self.device)
-        self.last = time.perf_counter()
-
-    def advance(self, step: int) -> None:
-        sync(self.device)
-        now = time.perf_counter()
-        self.times.append(now - self.last)
-        self.last = now
-
-    def train(self, *args: Any) -> None: ...
-
-    def eval(self, *args: Any) -> None: ...
-
-    def message(self, text: str) -> None:
-        print(f"    [loop] {text}", flush=True)
-
-    def close(self) -> None: ...
-
-
-class _Position:
-    """Sampler stand-in: the synthetic stream has no position."""
-
-    def set_position(self, epoch: int, start_step: int = 0) -> None: ...
-
-
-@dataclass
-class _Repeat:
-    """A loader that yields the same (labelled, unlabelled) batch for ever."""
-
-    pair: tuple[dict[str, Any], dict[str, Any]]
-
-    def __iter__(self) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        return itertools.repeat(self.pair)
-
-
-def synthetic_batches(batch: int, size: int, pin: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Normalised-looking images and an elliptic lesion mask, shaped like the data loader's."""
-    g = torch.Generator().manual_seed(0)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    c = (size - 1) / 2
-    lesion = ((yy - c) / (0.25 * size)) ** 2 + ((xx - c) / (0.35 * size)) ** 2 <= 1  # (S, S)
-    batch_x = {"image": torch.randn(batch, 3, size, size, generator=g),
-               "mask": lesion.long().expand(batch, size, size).clone(), "id": [f"x{i}" for i in range(batch)]}
-    batch_u = {"image": torch.randn(batch, 3, size, size, generator=g),
-               "image_strong": torch.randn(batch, 3, size, size, generator=g),
-               "valid": torch.ones(batch, size, size, dtype=torch.bool), "id": [f"u{i}" for i in range(batch)]}  # fmt: skip
-    if pin:
-        for b in (batch_x, batch_u):
-            for k, v in b.items():
-                if torch.is_tensor(v):
-                    b[k] = v.pin_memory()
-    return batch_x, batch_u
-
-
-def step_config(model: str, method: str, size: int, batch: int, device: torch.device) -> Any:
-    """The preset's model/method/loss sections at ``size`` px; a schedule that never ends an epoch."""
-    from rabusseg.config import load_config
-
-    return load_config(model, [
-        f"method.name={method}", f"data.crop_size={size}", f"data.eval_size={size}", f"train.batch_size={batch}",
-        "train.warmup_epochs=0", "train.epochs=1", "train.steps_per_epoch=1000000", "model.encoder_weights=null",
-        f"train.device={device}", "data.val=null", "train.progress=false", "train.log_every_steps=1000000",
-        "train.checkpoint_every_steps=1000000"])  # fmt: skip
-
-
-def build_run(model: str, method: str, size: int, batch: int, device: torch.device, run_dir: Path) -> Any:
-    """A :class:`TrainingRun` built the way ``rabusseg train`` builds one, minus data and files."""
-    from rabusseg.engine.distributed import DistInfo
-    from rabusseg.engine.state import TrainingRun
-    from rabusseg.engine.trainer import (
-        _build_networks,
-        _build_optimizer,
-        _landmark_path,
-        _wrap,
-    )
-
-    config = step_config(model, method, size, batch, device)
-    info = DistInfo(rank=0, world_size=1, local_rank=0, device=device)
-    student, teacher = _build_networks(config, info)
-    optimizer = _build_optimizer(config, student)
-    loader = _Repeat(synthetic_batches(batch, size, pin=device.type == "cuda"))
-    return TrainingRun(config, info, run_dir, None, student, _wrap(student, config, info), teacher, optimizer,  # type: ignore[arg-type]
-                       loader, _Position(), config.train.steps_per_epoch, _StepClock(device),  # type: ignore[arg-type]
-                       landmark_affinity=_landmark_path(config, device))  # fmt: skip
-
-
-def run_steps(run: Any, n: int) -> list[float]:
-    """Run ``n`` steps of the training loop; seconds per step."""
-    from rabusseg.engine import loop
-
-    run.config.train.max_steps = run.step + n
-    run.logger.mark()
-    with mock.patch.object(loop, "save_training_state", lambda *a, **k: None):
-        loop.fit(run)
-    return run.logger.times[-n:]
 
 
 def bench_training(model: str, size: int, batch: int, repeats: int, device: torch.device, work: Path) -> list[dict[str, Any]]:

@@ -41,6 +41,9 @@ class ModelConfig(_Strict):
     low_level_channels: int = Field(256, gt=0)
     proj_channels: int = Field(256, gt=0)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dilated_rewrites: bool = True
+    """Exact, faster forms of dilated convolutions on small maps (:mod:`rabusseg.models.conv`);
+    ``false`` runs oneDNN's own, for speed comparisons only (the numbers are the same)."""
     classifier_init_std: float = Field(0.01, gt=0)
     """Std of the normal init of the final 1x1 classifier.  [choice] (docs/choices.md): 0.01 starts
     near chance and trained best on BUSI; 1.0 (= He init for two classes) learns the demo's
@@ -64,6 +67,11 @@ class DataConfig(_Strict):
     eval_size: int | None = 512
     """Inference size for validation/test; ``None`` evaluates the full image."""
     num_workers: int = Field(2, ge=0)
+    cache: bool = True
+    """Decode (and resize) every training image once, before the first step, into memory shared
+    by the loader workers; ``false`` decodes each sample from its file (same samples, slower)."""
+    cache_max_mib: int = Field(4096, gt=0)
+    """Refuse to cache more than this (or half the available memory): a clear error, not a swap storm."""
 
     @field_validator("scale_range")
     @classmethod
@@ -143,9 +151,13 @@ class TrainConfig(_Strict):
     seed: int = 0
     device: str = "auto"
     amp: bool = True
-    """bf16 autocast on CUDA (ignored on CPU)."""
+    """bf16 autocast of the forward passes on CUDA and on CPUs with native bf16 (AVX512-BF16 or
+    AMX); elsewhere float32, and the log says so."""
     compile: bool = False
     channels_last: bool = False
+    flush_denormal: bool = True
+    """On CPU, flush denormal floats to zero while training (CRA's gradients produce them, and
+    x86 arithmetic on them is very slow); no effect on CUDA."""
     max_nonfinite_steps: int = Field(5, gt=0)
     """Stop with an error after this many consecutive steps with a non-finite loss (each is skipped)."""
     steps_per_epoch: int | None = Field(None, gt=0)

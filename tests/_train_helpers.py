@@ -35,6 +35,29 @@ def tiny_config(root: Path, **sections: dict[str, Any]) -> Config:
     return config_from_dict(base)
 
 
+def phantom_learning_setup(root: Path, **train: Any) -> Config:
+    """48 phantoms of 64 px (1/2 labelled) and the 50-step supervised MobileNetV2 run that learns them.
+
+    Shared by the tests that need a run whose Dice must rise (test_train, test_precision).
+    """
+    from rabusseg.data.phantoms import synthesize_dataset
+    from rabusseg.data.splits import make_split
+
+    if not (root / "splits" / "half" / "labeled.txt").is_file():
+        synthesize_dataset(root, n=48, seed=0, size=64, test_fraction=0.25)
+        make_split(root, "1/2", seed=0, name="half")
+    return tiny_config(
+        root,
+        model={"encoder": "mobilenet_v2", "encoder_weights": "imagenet", "aspp_channels": 64, "decoder_channels": 64,
+               "low_level_channels": 32, "proj_channels": 64, "classifier_init_std": 1.0},
+        data={"labeled": "half/labeled", "unlabeled": None, "test": "test"},
+        method={"name": "supervised"},
+        optim={"lr": 0.05},
+        train={"epochs": 10, "steps_per_epoch": 5, "batch_size": 6, "log_every_steps": 10, "checkpoint_every_steps": 50,
+               **train},
+    )  # fmt: skip
+
+
 def read_metrics(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [r for r in map(json.loads, lines) if r["kind"] == kind]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_helpers import make_tiny_dataset, read_metrics, tiny_config
+from _train_helpers import make_tiny_dataset, phantom_learning_setup, read_metrics, tiny_config
 
 from rabusseg.cli import main
 from rabusseg.engine import loop
@@ -124,20 +124,6 @@ def test_short_supervised_run_learns_the_phantoms(tmp_path: Path) -> None:
     demo's scale (``classifier_init_std`` 1.0); with the BUSI default 0.01 these tiny lesions take
     about three times as many steps (docs/choices.md).
     """
-    from rabusseg.data.phantoms import synthesize_dataset
-    from rabusseg.data.splits import make_split
-
-    root = tmp_path / "phantoms"
-    synthesize_dataset(root, n=48, seed=0, size=64, test_fraction=0.25)
-    make_split(root, "1/2", seed=0, name="half")
-    cfg = tiny_config(
-        root,
-        model={"encoder": "mobilenet_v2", "encoder_weights": "imagenet", "aspp_channels": 64, "decoder_channels": 64,
-               "low_level_channels": 32, "proj_channels": 64, "classifier_init_std": 1.0},
-        data={"labeled": "half/labeled", "unlabeled": None, "test": "test"},
-        method={"name": "supervised"},
-        optim={"lr": 0.05},
-        train={"epochs": 10, "steps_per_epoch": 5, "batch_size": 6, "log_every_steps": 10, "checkpoint_every_steps": 50},
-    )  # fmt: skip
+    cfg = phantom_learning_setup(tmp_path / "phantoms")
     result = train(cfg, tmp_path / "run")
     assert result.summary["test_last"]["dice"]["mean"] > 0.25

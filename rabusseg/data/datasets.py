@@ -24,9 +24,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from rabusseg.data.cache import DecodedImages
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import load_image, load_mask
-from rabusseg.data.transforms import IGNORE_INDEX, build_eval_transform, mask_to_tensor, normalize_image, reseed
+from rabusseg.data.transforms import (
+    IGNORE_INDEX,
+    build_eval_transform,
+    build_resize,
+    mask_to_tensor,
+    normalize_image,
+    reseed,
+)
 from rabusseg.errors import DataError
 
 Transform = Callable[..., dict[str, Any]]
@@ -53,6 +61,36 @@ def _checked_ids(folder: DatasetFolder, ids: Sequence[str], need_masks: bool) ->
     return ids
 
 
+class _Source:
+    """Where a training dataset gets its (resized) arrays: the decoded-image cache or the files.
+
+    Both give the same arrays: the resize is the same deterministic step either way.
+    """
+
+    def __init__(self, folder: DatasetFolder, resize_to: int | None, images: DecodedImages | None) -> None:
+        if images is not None and images.resize_to != resize_to:
+            raise ValueError(f"the decoded images were resized to {images.resize_to}, the dataset asks for {resize_to}")
+        self.folder, self.images, self.resize = folder, images, build_resize(resize_to)
+
+    def image(self, image_id: str) -> np.ndarray:
+        if self.images is not None:
+            return self.images.image(image_id)
+        image = load_image(self.folder.image_path(image_id))
+        return image if self.resize is None else self.resize(image=image)["image"]
+
+    def pair(self, image_id: str) -> tuple[np.ndarray, np.ndarray]:
+        if self.images is not None:
+            mask = self.images.mask(image_id)
+            if mask is None:
+                raise DataError(f"id '{image_id}': its mask was not decoded with the images")
+            return self.images.image(image_id), mask
+        image, mask = _load_pair(self.folder, image_id)
+        if self.resize is None:
+            return image, mask
+        out = self.resize(image=image, mask=mask.astype(np.uint8))
+        return out["image"], out["mask"].astype(bool)
+
+
 def _load_pair(folder: DatasetFolder, image_id: str) -> tuple[np.ndarray, np.ndarray]:
     image = load_image(folder.image_path(image_id))
     mask_path = folder.mask_path(image_id)
@@ -73,19 +111,25 @@ def _sample_seed() -> int:
 
 
 class LabeledDataset(Dataset):
-    """Images with masks, augmented by a geometric ``transform`` (``None``: the whole image)."""
+    """Images with masks, augmented by a geometric ``transform`` (``None``: the whole image).
 
-    def __init__(self, folder: FolderLike, ids: Sequence[str], transform: Transform | None = None) -> None:
+    ``resize_to`` scales the longer side first (once per image when ``images``, the decoded
+    cache, is given; per sample from the file otherwise: the samples are the same).
+    """
+
+    def __init__(self, folder: FolderLike, ids: Sequence[str], transform: Transform | None = None, *,
+                 resize_to: int | None = None, images: DecodedImages | None = None) -> None:  # fmt: skip
         self.folder = _as_folder(folder)
         self.ids = _checked_ids(self.folder, ids, need_masks=True)
         self.transform = transform
+        self.source = _Source(self.folder, resize_to, images)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.ids[index]
-        image, mask = _load_pair(self.folder, image_id)
+        image, mask = self.source.pair(image_id)
         label = mask.astype(np.uint8)
         if self.transform is not None:
             reseed(self.transform, _sample_seed())
@@ -103,18 +147,22 @@ class UnlabeledDataset(Dataset):
         ids: Sequence[str],
         transform: Transform | None = None,
         strong_transform: Transform | None = None,
+        *,
+        resize_to: int | None = None,
+        images: DecodedImages | None = None,
     ) -> None:
         self.folder = _as_folder(folder)
         self.ids = _checked_ids(self.folder, ids, need_masks=False)
         self.transform = transform
         self.strong_transform = strong_transform
+        self.source = _Source(self.folder, resize_to, images)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.ids[index]
-        image = load_image(self.folder.image_path(image_id))
+        image = self.source.image(image_id)
         padding = np.zeros(image.shape[:2], np.uint8)  # 255 marks padding after the crop
         seed = _sample_seed()
         if self.transform is not None:

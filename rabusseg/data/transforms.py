@@ -77,6 +77,19 @@ def build_train_transform(
     return _seeded(A.Compose(steps))
 
 
+def build_resize(resize_to: int | None) -> A.Compose | None:
+    """Scale the longer side to ``resize_to`` (image bilinear, mask nearest); ``None``: no resize.
+
+    Deterministic, so the training pipeline applies it once per image when decoding
+    (:mod:`rabusseg.data.cache`) instead of once per sample.
+    """
+    if resize_to is None:
+        return None
+    if resize_to <= 0:
+        raise ValueError(f"resize_to must be positive or None, got {resize_to}")
+    return A.Compose([A.LongestMaxSize(max_size=resize_to, interpolation=cv2.INTER_LINEAR)])
+
+
 def build_strong_transform(
     jitter: float = 0.5,
     jitter_p: float = 0.8,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from rabusseg.config import DataConfig
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.errors import ConfigError, DataError, RabussegError
 from rabusseg.paths import resolve_data_root
+
+if TYPE_CHECKING:
+    from rabusseg.data.cache import DecodedImages
 
 LABELED, UNLABELED = 0, 1
 SampleKey = tuple[int, int, int]
@@ -152,19 +155,39 @@ def collate_streams(items: list[tuple[int, dict[str, Any]]]) -> tuple[dict[str, 
     return stack(labeled), (stack(unlabeled) if unlabeled else None)
 
 
+def decode_training_images(cfg: DataConfig, ids: SplitIds, *, semi: bool) -> tuple[DecodedImages | None, str]:
+    """The decoded-image cache of a run's training lists (``data.cache``), and the log line about it.
+
+    A corrupt or unreadable training file stops the run here, before the first step.
+    """
+    from rabusseg.data.cache import MIB, load_with_message
+
+    if not cfg.cache:
+        return None, "data.cache is off: every sample is decoded from its file"
+    wanted = ids.labeled + (ids.unlabeled if semi else [])
+    return load_with_message(ids.folder, wanted, masks_for=ids.labeled, resize_to=cfg.resize_to,
+                             max_bytes=cfg.cache_max_mib * MIB)  # fmt: skip
+
+
 def build_train_loader(cfg: DataConfig, ids: SplitIds, sampler: KeyBatchSampler, *, strong_view: bool,
-                       pin_memory: bool = False) -> DataLoader:  # fmt: skip
-    """The one DataLoader of a run: labelled + unlabelled samples of a step in one batch."""
+                       pin_memory: bool = False, images: DecodedImages | None = None) -> DataLoader:  # fmt: skip
+    """The one DataLoader of a run: labelled + unlabelled samples of a step in one batch.
+
+    ``images`` (from :func:`decode_training_images`) serves the arrays from memory; without it
+    each sample is decoded from its file.  Either way the samples are the same.
+    """
     from rabusseg.data.datasets import LabeledDataset, UnlabeledDataset, seed_worker
     from rabusseg.data.transforms import build_strong_transform, build_train_transform
 
-    transform = build_train_transform(cfg.crop_size, tuple(cfg.scale_range), cfg.resize_to)
-    labeled = LabeledDataset(ids.folder, ids.labeled, transform)
+    def geometric() -> Any:
+        return build_train_transform(cfg.crop_size, tuple(cfg.scale_range))  # resize_to: done by the source
+
+    labeled = LabeledDataset(ids.folder, ids.labeled, geometric(), resize_to=cfg.resize_to, images=images)
     unlabeled = None
     if sampler.sizes[UNLABELED] > 0:
         strong = build_strong_transform() if strong_view else None
-        unlabeled = UnlabeledDataset(ids.folder, ids.unlabeled, build_train_transform(
-            cfg.crop_size, tuple(cfg.scale_range), cfg.resize_to), strong_transform=strong)  # fmt: skip
+        unlabeled = UnlabeledDataset(ids.folder, ids.unlabeled, geometric(), strong_transform=strong,
+                                     resize_to=cfg.resize_to, images=images)  # fmt: skip
     return DataLoader(
         SeededPairDataset(labeled, unlabeled),
         batch_sampler=sampler,

@@ -22,7 +22,12 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     BatchNorm running statistics are copied rather than averaged, as in the reference
     mean-teacher implementations: they describe the current student's activations.
     """
-    for t_param, s_param in zip(teacher.parameters(), student.parameters(), strict=True):
-        t_param.mul_(decay).add_(s_param.detach(), alpha=1.0 - decay)
-    for t_buf, s_buf in zip(teacher.buffers(), student.buffers(), strict=True):
+    t_params, s_params = list(teacher.parameters()), [p.detach() for p in student.parameters()]
+    t_bufs, s_bufs = list(teacher.buffers()), list(student.buffers())
+    if len(t_params) != len(s_params) or len(t_bufs) != len(s_bufs):
+        raise ValueError("teacher and student must be the same network")
+    # One fused call per operation instead of ~600 small ones (the same arithmetic, element by element).
+    torch._foreach_mul_(t_params, decay)
+    torch._foreach_add_(t_params, s_params, alpha=1.0 - decay)
+    for t_buf, s_buf in zip(t_bufs, s_bufs, strict=True):
         t_buf.copy_(s_buf)

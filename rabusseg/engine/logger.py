@@ -25,7 +25,12 @@ class LossMeter:
         self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
         self.images = 0
+        self.data_seconds = 0.0
         self.started = time.perf_counter()
+
+    def add_data_time(self, seconds: float) -> None:
+        """Seconds the step waited for its batch (the loader's share of the wall time)."""
+        self.data_seconds += seconds
 
     def add(self, values: dict[str, torch.Tensor], images: int) -> None:
         for name, value in values.items():
@@ -37,7 +42,7 @@ class LossMeter:
     def restart_clock(self) -> None:
         """Leave time spent outside training steps (validation, checkpoints) out of images/s."""
         self.images, self.started = 0, time.perf_counter()
-        self.count, self.sums = 0, {}
+        self.count, self.sums, self.data_seconds = 0, {}, 0.0
 
     def read(self, info: DistInfo) -> dict[str, float]:
         """Means since the last read, averaged over ranks, plus images/s of the whole job; resets."""
@@ -48,7 +53,11 @@ class LossMeter:
             out = dict(zip(names, means, strict=True))
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         out["images_per_s"] = self.images * info.world_size / elapsed
+        out["data_share"] = self.data_seconds / elapsed
+        if self.count:
+            out["data_s_per_step"] = self.data_seconds / self.count
         self.sums, self.count, self.images, self.started = {}, 0, 0, time.perf_counter()
+        self.data_seconds = 0.0
         return out
 
 

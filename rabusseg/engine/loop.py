@@ -19,7 +19,7 @@ The host never waits on the device inside a step except to read the non-finite f
 
 from __future__ import annotations
 
-import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -86,6 +86,11 @@ def stream_slice(which: str, n_x: int, n_u: int) -> slice:
     return {"labeled": slice(0, n_x), "unlabeled": slice(n_x, n_x + n_u), "both": slice(0, n_x + n_u)}[which]
 
 
+def _checkpoint(run: TrainingRun, name: str, epoch: int) -> None:
+    if run.save_checkpoints:
+        save_training_state(run, run.run_dir / name, epoch)
+
+
 def validate(run: TrainingRun, epoch: int) -> float | None:
     """Validation Dice of the evaluated network on ``data.val`` (rank 0; others wait); best.pt on improvement."""
     from rabusseg.evaluation import evaluate_model, summarize
@@ -104,7 +109,7 @@ def validate(run: TrainingRun, epoch: int) -> float | None:
     improved, dice = broadcast_object((improved, dice), run.info)  # every rank saves (RNG states are gathered)
     if improved:
         run.best = {"dice": dice, "step": run.step, "epoch": epoch}
-        save_training_state(run, run.run_dir / BEST_CHECKPOINT, epoch)
+        _checkpoint(run, BEST_CHECKPOINT, epoch)
     barrier(run.info)
     return dice
 
@@ -118,8 +123,7 @@ def fit(run: TrainingRun) -> FitOutcome:
     relations = m.name == "ra_busseg" and (m.arp or m.cra)
     strong = m.uses_strong_view
     crop = (cfg.data.crop_size, cfg.data.crop_size)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.train.amp else contextlib.nullcontext()
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    autocast, memory_format = run.precision.autocast, run.precision.memory_format
     sup_loss = partial(ohem_cross_entropy, threshold=cfg.loss.ohem_threshold, min_kept=cfg.loss.ohem_min_kept) \
         if cfg.loss.ohem else cross_entropy
     meter, stopped = LossMeter(), False
@@ -130,7 +134,9 @@ def fit(run: TrainingRun) -> FitOutcome:
         warm = epoch < cfg.train.warmup_epochs
         drop = drop_fraction(epoch, cfg.train.epochs, m.drop_percent)
         student.train()
+        waiting_since = time.perf_counter()
         for batch_x, batch_u in run.loader:
+            meter.add_data_time(time.perf_counter() - waiting_since)
             lr = poly_lr(cfg.optim.lr, run.step, run.total_steps, cfg.optim.poly_power)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group["lr_scale"]
@@ -144,7 +150,7 @@ def fit(run: TrainingRun) -> FitOutcome:
             extra: dict[str, torch.Tensor] = {}
             if warm or not semi:
                 # Warm-up (and the supervised baseline): labelled images only, L_sup only.
-                with autocast:
+                with autocast():
                     pred_x = model(img_x, relations=False).pred
                     terms["sup"] = sup_loss(pred_x, mask_x)
                 n_images = img_x.shape[0]
@@ -155,7 +161,7 @@ def fit(run: TrainingRun) -> FitOutcome:
                 labeller = teacher if teacher is not None else student
                 was_training = labeller.training
                 labeller.eval()
-                with torch.no_grad(), autocast:
+                with torch.no_grad(), autocast():
                     probs_u_w, mask_u = pseudo_labels(labeller(img_u_w, relations=False).pred, crop)
                 labeller.train(was_training)
                 mask_u = torch.where(valid_u, mask_u, IGNORE_INDEX)  # crop padding carries no label
@@ -175,7 +181,7 @@ def fit(run: TrainingRun) -> FitOutcome:
                         conf_u = cutmix(conf_u, conf_u.roll(1, dims=0), boxes)
                 # 4. One student forward on [labelled; unlabelled] (shared BatchNorm statistics).
                 n_x, n_u = img_x.shape[0], img_u_s.shape[0]
-                with autocast:
+                with autocast():
                     out = model(torch.cat((img_x, img_u_s)), relations=relations)
                     pred_x, pred_u_s = out.pred.split([n_x, n_u])
                     terms["sup"] = sup_loss(pred_x, mask_x)
@@ -227,16 +233,17 @@ def fit(run: TrainingRun) -> FitOutcome:
             if stopped:
                 break
             if run.step % cfg.train.checkpoint_every_steps == 0 and run.step % spe != 0:
-                save_training_state(run, run.run_dir / LAST_CHECKPOINT, epoch)
+                _checkpoint(run, LAST_CHECKPOINT, epoch)
+            waiting_since = time.perf_counter()
 
         if run.step % spe == 0:  # the epoch is complete
             if run.ids.val and ((epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.train.epochs):
                 validate(run, epoch)
             if run.step % cfg.train.checkpoint_every_steps == 0:
-                save_training_state(run, run.run_dir / LAST_CHECKPOINT, epoch)
+                _checkpoint(run, LAST_CHECKPOINT, epoch)
             meter.restart_clock()
             epoch += 1
-    save_training_state(run, run.run_dir / LAST_CHECKPOINT, min(epoch, cfg.train.epochs - 1))
+    _checkpoint(run, LAST_CHECKPOINT, min(epoch, cfg.train.epochs - 1))
     return FitOutcome(run.step, epoch, stopped)
 
 

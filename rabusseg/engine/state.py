@@ -23,10 +23,11 @@ from rabusseg.engine.checkpoint import save_checkpoint
 from rabusseg.engine.data import KeyBatchSampler, SplitIds
 from rabusseg.engine.distributed import DistInfo
 from rabusseg.engine.logger import NullLogger
+from rabusseg.engine.precision import StepPrecision
 from rabusseg.errors import CheckpointError
 
 RESUMABLE_KEYS = {("train", "max_steps"), ("train", "progress"), ("data", "num_workers"), ("train", "checkpoint_every_steps"),
-                  ("train", "log_every_steps"), ("train", "device")}  # fmt: skip
+                  ("train", "log_every_steps"), ("train", "device"), ("data", "cache"), ("data", "cache_max_mib")}  # fmt: skip
 """Settings a resumed run may change: they do not alter the numbers it computes."""
 
 
@@ -48,6 +49,8 @@ class TrainingRun:
     sampler: KeyBatchSampler
     steps_per_epoch: int
     logger: NullLogger
+    precision: StepPrecision = field(kw_only=True)
+    """bf16 autocast, memory format and denormal flushing of the steps (:mod:`rabusseg.engine.precision`)."""
     landmark_affinity: str = "rows"
     """CRA landmark path resolved from ``method.landmark_affinity`` (``rows`` or ``full``)."""
     step: int = 0
@@ -55,6 +58,10 @@ class TrainingRun:
     best: dict[str, Any] = field(default_factory=lambda: {"dice": None, "step": None, "epoch": None})
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    notes: list[str] = field(default_factory=list)
+    """Set-up facts for the log (what the data cache decoded, and in how long)."""
+    save_checkpoints: bool = True
+    """``False``: the loop writes no ``last.pt``/``best.pt`` (speed benchmarks)."""
 
     @property
     def total_steps(self) -> int:

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 
 from rabusseg.config import Config, save_config
 from rabusseg.engine.checkpoint import load_checkpoint
-from rabusseg.engine.data import KeyBatchSampler, build_train_loader, load_split_ids
+from rabusseg.engine.data import KeyBatchSampler, SplitIds, build_train_loader, decode_training_images, load_split_ids
 from rabusseg.engine.distributed import (
     DistInfo,
     barrier,
@@ -34,6 +35,7 @@ from rabusseg.engine.distributed import (
 )
 from rabusseg.engine.logger import NullLogger, RunLogger
 from rabusseg.engine.loop import fit
+from rabusseg.engine.precision import StepPrecision, flush_denormals, resolve_precision
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from rabusseg.engine.state import TrainingRun, restore_training_state
 from rabusseg.errors import ConfigError, RabussegError
@@ -72,7 +74,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_networks(config: Config, info: DistInfo) -> tuple[nn.Module, nn.Module | None]:
+def _build_networks(config: Config, info: DistInfo, precision: StepPrecision) -> tuple[nn.Module, nn.Module | None]:
     """Student (SyncBN when distributed, on the device) and, for mean-teacher methods, its EMA copy."""
     from rabusseg.models import build_model
 
@@ -82,9 +84,7 @@ def _build_networks(config: Config, info: DistInfo) -> tuple[nn.Module, nn.Modul
     if not (m.name == "ra_busseg" and m.arp):
         # No loss trains the ARP projection: freeze it so that optimiser and DDP ignore it.
         student.proj.requires_grad_(False)
-    student = convert_sync_batchnorm(student, info).to(info.device)
-    if config.train.channels_last:
-        student = student.to(memory_format=torch.channels_last)
+    student = convert_sync_batchnorm(student, info).to(info.device, memory_format=precision.memory_format)
     teacher = None
     if m.uses_teacher:
         teacher = copy.deepcopy(student).eval().requires_grad_(False)
@@ -98,6 +98,8 @@ def _build_optimizer(config: Config, student: nn.Module) -> torch.optim.Optimize
         {"params": [p for p in student.encoder_parameters() if p.requires_grad], "lr_scale": 1.0},
         {"params": [p for p in student.head_parameters() if p.requires_grad], "lr_scale": o.head_lr_multiplier},
     ]
+    # Not fused=True: torch's fused SGD fails when a parameter (the ARP projection) first gets a
+    # gradient after warm-up, once the others have momentum buffers.
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
 
@@ -192,8 +194,44 @@ def _truncate_metrics(run_dir: Path, step: int) -> None:
         path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
 
 
+def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | None, *,
+                loader: Iterable[Any] | None = None, sampler: Any = None, steps_per_epoch: int | None = None) -> TrainingRun:  # fmt: skip
+    """The pieces of a run as ``rabusseg train`` builds them: networks, optimiser, precision, data.
+
+    ``loader``/``sampler``/``steps_per_epoch`` replace the dataset stream built from ``ids``
+    (the speed benchmark feeds in-memory batches and passes ``ids=None``).  The logger is a
+    :class:`NullLogger` until the caller installs one.
+    """
+    semi = config.method.name != "supervised"
+    notes: list[str] = []
+    if loader is None:
+        if ids is None:
+            raise ValueError("prepare_run needs the split ids or a loader")
+        images, note = decode_training_images(config.data, ids, semi=semi)
+        notes.append(note)
+        steps_per_epoch = _steps_per_epoch(config, len(ids.labeled), len(ids.unlabeled), info.world_size)
+        sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size,
+                                  steps_per_epoch, seed=config.train.seed, rank=info.rank,
+                                  world_size=info.world_size)  # fmt: skip
+        loader = build_train_loader(config.data, ids, sampler, strong_view=config.method.uses_strong_view,
+                                    pin_memory=info.device.type == "cuda", images=images)  # fmt: skip
+    if steps_per_epoch is None:
+        raise ValueError("prepare_run: give steps_per_epoch with a custom loader")
+    t = config.train
+    precision = resolve_precision(info.device, amp=t.amp, channels_last=t.channels_last, flush_denormal=t.flush_denormal)
+    student, teacher = _build_networks(config, info, precision)
+    optimizer = _build_optimizer(config, student)
+    model = _wrap(student, config, info)
+    _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
+    return TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler,  # type: ignore[arg-type]
+                       steps_per_epoch, NullLogger(), precision=precision,
+                       landmark_affinity=_landmark_path(config, info.device), notes=notes)  # fmt: skip
+
+
 def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> TrainResult:
     """Train ``config`` into ``run_dir`` (see docs/training.md); works alone or under torchrun."""
+    # Before any tensor work, so that torch's threads inherit it (engine/precision.py).
+    pool_flushes = flush_denormals() if config.train.flush_denormal else True
     info = init_distributed(config.train.device)
     run_dir = Path(run_dir)
     try:
@@ -201,17 +239,7 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
         state = _on_main(info, lambda: prepare_run_dir(run_dir, resume=resume, overwrite=overwrite))
         semi = config.method.name != "supervised"
         ids = _on_main(info, lambda: load_split_ids(config.data, need_unlabeled=semi))
-        spe = _steps_per_epoch(config, len(ids.labeled), len(ids.unlabeled), info.world_size)
-        student, teacher = _build_networks(config, info)
-        optimizer = _build_optimizer(config, student)
-        model = _wrap(student, config, info)
-        sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size, spe,
-                                  seed=config.train.seed, rank=info.rank, world_size=info.world_size)  # fmt: skip
-        loader = build_train_loader(config.data, ids, sampler, strong_view=config.method.uses_strong_view,
-                                    pin_memory=info.device.type == "cuda")  # fmt: skip
-        _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
-        run = TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler, spe,
-                          NullLogger(), landmark_affinity=_landmark_path(config, info.device))  # fmt: skip
+        run = prepare_run(config, info, run_dir, ids)
         if state.resume_from is not None:
             restore_training_state(run, load_checkpoint(state.resume_from, map_location=info.device), state.resume_from)
         if info.is_main:
@@ -221,6 +249,8 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
             run.logger = RunLogger(run_dir, run.total_steps, run.step, progress=config.train.progress)
             if state.moved_aside is not None:
                 run.logger.message(f"the previous contents of {run_dir} were moved to {state.moved_aside}")
+            for note in [*run.notes, run.precision.describe(config.train.amp, pool_flushes)]:
+                run.logger.message(note)
         started = time.perf_counter()
         try:
             outcome = fit(run)

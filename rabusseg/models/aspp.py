@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from rabusseg.models.conv import conv2d
+
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 """Dilations of the three 3x3 branches per output stride: halved at stride 16 so that each
 branch sees the same field of view in image pixels."""
@@ -12,9 +14,8 @@ branch sees the same field of view in image pixels."""
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.Sequential:
     """Conv (no bias: BN follows) -> BN -> ReLU, 'same' padding."""
-    padding = (kernel - 1) // 2 * dilation
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, padding=padding, dilation=dilation, bias=False),
+        conv2d(cin, cout, kernel, dilation=dilation),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )

@@ -6,6 +6,7 @@ import logging
 
 from rabusseg.config import ModelConfig
 from rabusseg.models.deeplabv3plus import SegmentationModel
+from rabusseg.models.conv import set_conv_rewrites
 from rabusseg.models.encoders import get_encoder
 from rabusseg.models.weights import load_encoder_weights
 
@@ -23,7 +24,7 @@ def build_model(cfg: ModelConfig) -> SegmentationModel:
         load_encoder_weights(encoder, cfg.encoder_weights)
     else:
         logger.info("encoder %s starts from random initialisation (model.encoder_weights is not set)", cfg.encoder)
-    return SegmentationModel(
+    model = SegmentationModel(
         encoder,
         cfg.num_classes,
         aspp_channels=cfg.aspp_channels,
@@ -33,3 +34,5 @@ def build_model(cfg: ModelConfig) -> SegmentationModel:
         dropout=cfg.dropout,
         classifier_init_std=cfg.classifier_init_std,
     )
+    set_conv_rewrites(model, cfg.dilated_rewrites)
+    return model

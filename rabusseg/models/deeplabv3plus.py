@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from rabusseg.models.aspp import ASPP, conv_bn_relu
+from rabusseg.models.autocast import no_autocast
 from rabusseg.models.encoders.base import Encoder
 from rabusseg.models.outputs import SegmentationOutput
 from rabusseg.models.relation import adjacent_propagation
@@ -44,7 +45,11 @@ class Decoder(nn.Module):
     def forward(self, context: Tensor, x1: Tensor) -> Tensor:
         low = self.low_level(x1)  # (B, low, H1, W1)
         context = upsample_logits(context, low.shape[-2:])  # (B, aspp, H1, W1)
-        return self.classifier(self.fuse(torch.cat([context, low], dim=1)))  # (B, K, H1, W1)
+        fused = self.fuse(torch.cat([context, low], dim=1))  # (B, ch, H1, W1)
+        # The logits in float32 even under autocast: bf16 keeps 3 significant digits, too few for
+        # the small logit differences the losses and the 0.5 threshold act on (a 64 -> K 1x1 conv: cheap).
+        with no_autocast(fused.device):
+            return self.classifier(fused.float())  # (B, K, H1, W1)
 
 
 class SegmentationModel(nn.Module):

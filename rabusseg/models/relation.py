@@ -7,7 +7,6 @@ K (classes), h x w (the x4 grid), N = h * w pixels, M landmarks.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rabusseg.models.autocast import no_autocast
 from rabusseg.models.resize import upsample_logits
 
 IGNORE_INDEX = 255
@@ -27,14 +27,6 @@ IGNORE_INDEX = 255
 def _check_kernel_size(kernel_size: int) -> None:
     if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-
-
-def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """Switch autocast off on ``device`` (nothing to switch on devices without it, e.g. meta)."""
-    available = getattr(torch.amp, "is_autocast_available", None)
-    if available is not None and not available(device.type):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
 
 
 def _at_least_float32(x: Tensor) -> Tensor:
@@ -60,7 +52,7 @@ def adjacent_weights(features: Tensor, kernel_size: int = 3) -> Tensor:
         raise ValueError(f"features must be (B, C, h, w), got shape {tuple(features.shape)}")
     _, c, h, w = features.shape
     r = kernel_size // 2
-    with _no_autocast(features.device):
+    with no_autocast(features.device):
         features = _at_least_float32(features)
         padded = F.pad(features, (r, r, r, r))  # (B, C, h+2r, w+2r)
         affinity = torch.stack(
@@ -87,7 +79,7 @@ def adjacent_propagation(features: Tensor, logits: Tensor, kernel_size: int = 3)
     weights = adjacent_weights(features, kernel_size)  # (B, k*k, h, w), float32
     h, w = logits.shape[-2:]
     r = kernel_size // 2
-    with _no_autocast(logits.device):
+    with no_autocast(logits.device):
         padded = F.pad(_at_least_float32(logits), (r, r, r, r))  # (B, K, h+2r, w+2r)
         neighbours = torch.stack(_windows(padded, h, w, kernel_size), dim=1)  # (B, k*k, K, h, w)
         return (weights.unsqueeze(2) * neighbours).sum(dim=1)  # (B, K, h, w)
@@ -127,7 +119,7 @@ def global_affinity(features: Tensor) -> Tensor:
     of :func:`_fixed_point` in float64 and returned as float32, so that
     :func:`select_landmarks_from_features` can reproduce any row exactly.
     """
-    with torch.no_grad(), _no_autocast(features.device):
+    with torch.no_grad(), no_autocast(features.device):
         q, factor = _fixed_point(features)  # (B, C, N), (B,)
         affinity = torch.bmm(q.transpose(1, 2), q)  # (B, N, N), exact integers
         return affinity.mul_(factor[:, None, None]).float()
@@ -207,7 +199,7 @@ def select_landmarks_from_features(features: Tensor, first: Tensor, num_landmark
     b, _, h, w = features.shape
     _check_selection_args(first, b, h * w, num_landmarks)
     batch = torch.arange(b, device=features.device)  # (B,)
-    with torch.no_grad(), _no_autocast(features.device):
+    with torch.no_grad(), no_autocast(features.device):
         q, factor = _fixed_point(features)  # (B, C, N), (B,)
         pixels_first = q.transpose(1, 2)  # (B, N, C)
 
@@ -273,7 +265,7 @@ def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor) ->
         raise ValueError(f"landmarks must be ({b}, M) flat indices on the x4 grid, got {tuple(landmarks.shape)}")
     rows, cols = landmarks // w, landmarks % w  # (B, M) each
     log_probs = []
-    with _no_autocast(x4.device):
+    with no_autocast(x4.device):
         for level, x in enumerate(features):
             x = x.float()
             pixels = x if level == 3 else upsample_logits(x.detach(), (h, w))  # (B, C, h, w)

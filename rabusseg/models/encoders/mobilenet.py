@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from rabusseg.models.conv import conv2d
 from rabusseg.models.encoders.base import Encoder
 
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
@@ -34,9 +35,8 @@ _TAPS = (3, 6, 13, 18)
 def _conv_bn_relu6(
     cin: int, cout: int, kernel: int = 1, stride: int = 1, dilation: int = 1, groups: int = 1
 ) -> nn.Sequential:
-    padding = (kernel - 1) // 2 * dilation
     return nn.Sequential(
-        nn.Conv2d(cin, cout, kernel, stride, padding, dilation=dilation, groups=groups, bias=False),
+        conv2d(cin, cout, kernel, stride, dilation, groups),
         nn.BatchNorm2d(cout),
         nn.ReLU6(inplace=True),
     )
