@@ -18,7 +18,8 @@ from rabusseg.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
-EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2"]
+EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
+                      "efficientnet_lite0"]
 MethodName = Literal["supervised", "mean_teacher", "fixmatch", "ra_busseg"]
 ImageStream = Literal["labeled", "unlabeled", "both"]
 
@@ -34,8 +35,8 @@ class ModelConfig(_Strict):
     output_stride: Literal[8, 16] = 8
     num_classes: int = Field(2, ge=2)
     encoder_weights: str | None = None
-    """A torchvision-layout state-dict path, ``imagenet`` (MobileNetV2 from the optional weights
-    package), or ``None`` for random initialisation."""
+    """A torchvision-layout state-dict path, ``imagenet`` (MobileNetV2 or EfficientNet-Lite0 from their
+    optional weights packages), or ``None`` for random initialisation."""
     aspp_channels: int = Field(256, gt=0)
     decoder_channels: int = Field(256, gt=0)
     low_level_channels: int = Field(256, gt=0)
@@ -64,8 +65,15 @@ class DataConfig(_Strict):
     scale_range: tuple[float, float] = (0.5, 2.0)
     resize_to: int | None = None
     """Resize images (longer side) before augmentation; ``None`` keeps the original size."""
+    appearance_p: float = Field(0.0, ge=0, le=1)
+    """Probability of each scanner-appearance change (gain/contrast, gamma, blur, speckle) on
+    labelled crops; 0 = none.  [choice] (docs/choices.md)."""
     eval_size: int | None = 512
-    """Inference size for validation/test; ``None`` evaluates the full image."""
+    """Inference size for validation/test; ``None`` evaluates the full image.  Checkpoints carry it:
+    ``evaluate``/``predict``/``export`` default to it."""
+    eval_resize: Literal["square", "longest"] = "square"
+    """How an image becomes an ``eval_size`` input: stretched to a square, or its longer side scaled
+    to ``eval_size`` (the aspect ratio training saw) and zero-padded."""
     num_workers: int = Field(2, ge=0)
     cache: bool = True
     """Decode (and resize) every training image once, before the first step, into memory shared
@@ -99,6 +107,8 @@ class LossConfig(_Strict):
     ohem_threshold: float = Field(0.7, gt=0, le=1)
     ohem_min_kept: int = Field(100_000, ge=0)
     unsup_weight: float = Field(1.0, ge=0)
+    unsup_rampup_epochs: int = Field(0, ge=0)
+    """Ramp the unsupervised weight up over this many epochs after warm-up (sigmoid shape); 0 = none."""
     arp_weight: float = Field(0.5, ge=0)
     cra_weight: float = Field(0.5, ge=0)
 
@@ -121,6 +131,9 @@ class MethodConfig(_Strict):
     """Entropy filtering drops (100 - drop_percent) * (1 - epoch/epochs) percent of pixels."""
     filter_per_image: bool = False
     """Rank pixel entropies per image instead of over the whole unlabelled batch (U2PL: batch)."""
+    separate_forward: bool = False
+    """Forward the labelled and the unlabelled (student) batch in two passes, so BatchNorm
+    statistics are not mixed across the streams (UniMatch); ``false``: one pass on both."""
     fixmatch_threshold: float = Field(0.95, gt=0, le=1)
     cutmix_prob: float = Field(0.5, ge=0, le=1)
 
@@ -146,6 +159,9 @@ class TrainConfig(_Strict):
     max_steps: int | None = Field(None, gt=0)
     """Stop after this many optimiser steps (smoke runs); ``None`` runs all epochs."""
     eval_every_epochs: int = Field(1, gt=0)
+    monitor_unlabeled: int = Field(0, ge=0)
+    """Score the pseudo-labels of this many fixed unlabelled images against their masks at every
+    validation (datasets that have masks for them, e.g. BUSI); the masks never reach a loss."""
     checkpoint_every_steps: int = Field(500, gt=0)
     log_every_steps: int = Field(10, gt=0)
     seed: int = 0

@@ -46,13 +46,13 @@ def ohem_cross_entropy(
     prob = torch.exp(-nll.detach())
     cutoff = torch.tensor(threshold, device=prob.device, dtype=prob.dtype)
     if min_kept > 0:
-        # Invalid pixels get probability 2 so that they sort after every valid one.
+        # Invalid pixels get probability 2 so that they come after every valid one.  The k-th
+        # smallest is then the k-th hardest valid pixel; when fewer than k are valid it is a 2,
+        # and the cutoff keeps every valid pixel, as "the easiest valid one" would.  kthvalue
+        # selects in linear time (a top-k of 100000 of 102400 pixels was a near-full sort).
         prob_flat = torch.where(valid, prob, torch.full_like(prob, 2.0)).flatten()
         k = min(min_kept, prob_flat.numel())
-        hardest = torch.topk(prob_flat, k, largest=False, sorted=True).values  # ascending
-        # The k-th hardest valid pixel, or the easiest one when fewer than k are valid.
-        index = (torch.clamp(valid.sum(), max=k) - 1).clamp(min=0).reshape(1)
-        cutoff = torch.maximum(cutoff, hardest.gather(0, index).squeeze(0))
+        cutoff = torch.maximum(cutoff, torch.kthvalue(prob_flat, k).values)
     keep = valid & (prob <= cutoff)
     keep_f = keep.to(nll.dtype)
     return (nll * keep_f).sum() / keep_f.sum().clamp(min=1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,21 @@ def test_run_dir_refuses_non_empty_and_moves_aside(tmp_path: Path) -> None:
     assert run.is_dir() and not any(run.iterdir())
     with pytest.raises(RabussegError, match="contradict"):
         prepare_run_dir(run, resume=True, overwrite=True)
+
+
+def test_rampup_shape() -> None:
+    from rabusseg.engine.schedule import rampup
+
+    assert rampup(0, 100) == pytest.approx(math.exp(-5)) and rampup(100, 100) == 1.0 and rampup(500, 100) == 1.0
+    assert rampup(50, 100) == pytest.approx(math.exp(-1.25))
+    assert rampup(-3, 100) == pytest.approx(math.exp(-5)) and rampup(7, 0) == 1.0
+
+
+def test_concat_outputs_is_one_batch() -> None:
+    from rabusseg.models.outputs import SegmentationOutput, concat_outputs
+
+    a = SegmentationOutput(pred=torch.zeros(2, 2, 4, 4), features=tuple(torch.zeros(2, c, 2, 2) for c in (1, 2, 3, 4)))
+    b = SegmentationOutput(pred=torch.ones(3, 2, 4, 4), features=tuple(torch.ones(3, c, 2, 2) for c in (1, 2, 3, 4)))
+    out = concat_outputs([a, b])
+    assert out.pred.shape == (5, 2, 4, 4) and out.pred[2:].eq(1).all() and out.arp_pred is None and out.proj is None
+    assert [f.shape[:2] for f in out.features] == [(5, 1), (5, 2), (5, 3), (5, 4)]

@@ -30,8 +30,9 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"name": "ra_busseg"}, {"sup", "unsup", "arp", "cra"}),
         ({"name": "ra_busseg", "cra": False, "strong_view": True}, {"sup", "unsup", "arp"}),
         ({"name": "ra_busseg", "arp": False, "cra_images": "unlabeled"}, {"sup", "unsup", "cra"}),
+        ({"name": "ra_busseg", "separate_forward": True}, {"sup", "unsup", "arp", "cra"}),
     ],
-    ids=["supervised", "mean_teacher", "fixmatch", "ra_busseg", "arp_only_strong", "cra_only"],
+    ids=["supervised", "mean_teacher", "fixmatch", "ra_busseg", "arp_only_strong", "cra_only", "separate_forward"],
 )
 def test_every_method_trains_with_finite_losses(tiny_data: Path, tmp_path: Path, method: dict, expected: set) -> None:
     cfg = tiny_config(tiny_data, method=method, train={"max_steps": 2})

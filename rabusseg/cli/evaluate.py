@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from rabusseg.cli.app import app, data_app, prepare_app  # noqa: F401
+from rabusseg.cli.predict import RESIZE_HELP, SIZE_HELP, inference_size_arg, resize_arg, weights_arg
 
 
 def _summary_table(summary: dict[str, Any], title: str, unit: str) -> Any:
@@ -43,7 +44,8 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Output folder for per_image.csv, summary.json, report.html.")],
     split: Annotated[str, typer.Option("--split", help="Split list under splits/ (without .txt).")] = "test",
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: flips and scales.")] = False,
-    size: Annotated[int, typer.Option("--size", help="Inference size in pixels; 0 evaluates the full image.")] = 512,
+    size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
+    resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     full_size: Annotated[bool, typer.Option("--full-size", help="Evaluate the full image (same as --size 0).")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = "cpu",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 1,
@@ -53,16 +55,12 @@ def evaluate(
     """Score CHECKPOINT on a split of DATA_DIR at each image's original resolution."""
     from rich.console import Console
 
-    from rabusseg.errors import RabussegError
     from rabusseg.evaluation.runner import evaluate_checkpoint
 
-    if size != 0 and size < 8:
-        raise RabussegError(f"--size must be at least 8 pixels, or 0 for the full image; got {size}")
-    if weights not in ("auto", "student", "teacher"):
-        raise RabussegError(f"--weights must be auto, student or teacher, got '{weights}'")
-    inference_size = None if (full_size or size == 0) else size
+    inference_size = None if full_size else inference_size_arg(size)
     summary = evaluate_checkpoint(checkpoint, data_dir, split, out, tta=tta, size=inference_size, device=device,
-                                  overwrite=overwrite, batch_size=batch_size, weights=weights)
+                                  overwrite=overwrite, batch_size=batch_size, weights=weights_arg(weights),
+                                  resize=resize_arg(resize))  # fmt: skip
     console = Console()
     console.print(_summary_table(summary, f"{split}: {summary['n_images']} images", "px"))
     cases = summary["empty_cases"]

@@ -12,25 +12,52 @@ from rabusseg.cli.app import app, data_app, prepare_app  # noqa: F401
 from rabusseg.errors import RabussegError
 
 
-def _check_common(size: int, weights: str) -> int | None:
+SIZE_HELP = "Inference size in pixels (default: the checkpoint's own data.eval_size); 0 runs the full image."
+RESIZE_HELP = "square (stretch) or longest (keep the aspect ratio, pad); default: the checkpoint's data.eval_resize."
+
+
+def inference_size_arg(size: int | None) -> int | None | str:
+    """``--size``: absent -> the checkpoint's own size, 0 -> the full image, else at least 8 pixels."""
+    from rabusseg.engine.checkpoint import FROM_CHECKPOINT
+
+    if size is None:
+        return FROM_CHECKPOINT
     if size != 0 and size < 8:
         raise RabussegError(f"--size must be at least 8 pixels, or 0 for the full image; got {size}")
-    if weights not in ("auto", "student", "teacher"):
-        raise RabussegError(f"--weights must be auto, student or teacher, got '{weights}'")
     return None if size == 0 else size
 
 
-def _engine(checkpoint: Path, engine: str, *, device: str, weights: str, size: int | None, tta: bool) -> Any:
+def resize_arg(resize: str | None) -> str:
+    from rabusseg.data.transforms import EVAL_RESIZE_MODES
+    from rabusseg.engine.checkpoint import FROM_CHECKPOINT
+
+    if resize is None:
+        return FROM_CHECKPOINT
+    if resize not in EVAL_RESIZE_MODES:
+        raise RabussegError(f"--resize must be one of {', '.join(EVAL_RESIZE_MODES)}, got '{resize}'")
+    return resize
+
+
+def weights_arg(weights: str) -> str:
+    if weights not in ("auto", "student", "teacher"):
+        raise RabussegError(f"--weights must be auto, student or teacher, got '{weights}'")
+    return weights
+
+
+def _engine(checkpoint: Path, engine: str, *, device: str, weights: str, size: int | None, resize: str | None,
+            tta: bool) -> Any:  # fmt: skip
+    weights, inference_size, mode = weights_arg(weights), inference_size_arg(size), resize_arg(resize)
     if engine == "torch":
         from rabusseg.inference.segmenter import Segmenter
 
-        return Segmenter.from_checkpoint(checkpoint, device=device, weights=weights, size=size, tta=tta)
+        return Segmenter.from_checkpoint(checkpoint, device=device, weights=weights, size=inference_size, tta=tta,
+                                         resize=mode)  # fmt: skip
     if engine == "onnxruntime":
         from rabusseg.inference.export import OnnxSegmenter
 
         if device not in ("cpu", "auto"):
             raise RabussegError("--engine onnxruntime runs on the CPU; drop --device or use --device cpu")
-        return OnnxSegmenter(checkpoint, size=size, tta=tta)
+        return OnnxSegmenter(checkpoint, size=inference_size, tta=tta, resize=mode)
     raise RabussegError(f"--engine must be torch or onnxruntime, got '{engine}'")
 
 
@@ -43,7 +70,8 @@ def predict(
     probs: Annotated[bool, typer.Option("--probs", help="Also write the lesion probability map (8-bit PNG).")] = False,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write the entropy map (and the TTA variance with --tta).")] = False,
     tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: horizontal flip x scales 0.75, 1, 1.25.")] = False,
-    size: Annotated[int, typer.Option("--size", help="Inference size in pixels; 0 runs the full image.")] = 512,
+    size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
+    resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 4,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = "cpu",
     engine: Annotated[str, typer.Option("--engine", help="torch, or onnxruntime for an exported .onnx model.")] = "torch",
@@ -55,8 +83,7 @@ def predict(
 
     from rabusseg.inference.predict import predict_inputs
 
-    inference_size = _check_common(size, weights)
-    segmenter = _engine(checkpoint, engine, device=device, weights=weights, size=inference_size, tta=tta)
+    segmenter = _engine(checkpoint, engine, device=device, weights=weights, size=size, resize=resize, tta=tta)
     summary = predict_inputs(segmenter, inputs, out, overlay=overlay, probs=probs, uncertainty=uncertainty,
                              tta=tta, overwrite=overwrite, batch_size=batch_size)
     console, errors = Console(), Console(stderr=True)
@@ -78,7 +105,8 @@ def rank_unlabeled(
     top: Annotated[int, typer.Option("--top", min=0, help="How many images to list; 0 lists all.")] = 20,
     out: Annotated[Path, typer.Option("--out", help="Where to write the ranking CSV.")] = Path("ranking.csv"),
     tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Include TTA disagreement in the score (slower).")] = True,
-    size: Annotated[int, typer.Option("--size", help="Inference size in pixels; 0 runs the full image.")] = 512,
+    size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
+    resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 4,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = "cpu",
     weights: Annotated[str, typer.Option("--weights", help="student, teacher or auto (the checkpoint's choice).")] = "auto",
@@ -97,7 +125,7 @@ def rank_unlabeled(
         raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
     folder = DatasetFolder(resolve_data_root(data_dir))
     ids = folder.split(split)
-    segmenter = _engine(checkpoint, "torch", device=device, weights=weights, size=_check_common(size, weights), tta=tta)
+    segmenter = _engine(checkpoint, "torch", device=device, weights=weights, size=size, resize=resize, tta=tta)
     rows = rank(segmenter, folder, ids, top=top, tta=tta, out=out, overwrite=overwrite, batch_size=batch_size)
     table = Table(title=f"most uncertain of {len(ids)} images in {split}")
     for column in ("rank", "id", "score", "entropy", "disagreement", "lesion px"):
@@ -114,7 +142,7 @@ def export(
     checkpoint: Annotated[Path, typer.Argument(help="A rabusseg checkpoint (.pt).")],
     onnx: Annotated[Path, typer.Option("--onnx", help="Output .onnx file.")],
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Allow any input height/width (needed for multi-scale TTA).")] = False,
-    size: Annotated[int, typer.Option("--size", min=8, help="Input size of the traced graph (the fixed size without --dynamic).")] = 512,
+    size: Annotated[int | None, typer.Option("--size", min=8, help="Input size of the traced graph, the fixed size without --dynamic (default: the checkpoint's data.eval_size, or 512).")] = None,
     opset: Annotated[int, typer.Option("--opset", min=11, help="ONNX opset version.")] = 17,
     weights: Annotated[str, typer.Option("--weights", help="student, teacher or auto (the checkpoint's choice).")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing .onnx file.")] = False,
@@ -124,7 +152,11 @@ def export(
 
     from rabusseg.inference.export import export_onnx, max_logit_difference, random_images
 
-    _check_common(size, weights)
+    from rabusseg.engine.checkpoint import inference_geometry, load_checkpoint
+
+    weights_arg(weights)
+    if size is None:
+        size = inference_geometry(load_checkpoint(checkpoint))[0] or 512
     path = export_onnx(checkpoint, onnx, dynamic=dynamic, size=size, opset=opset, weights=weights, overwrite=overwrite)
     diff = max_logit_difference(checkpoint, path, random_images(1, size), weights=weights)
     Console().print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {'dynamic' if dynamic else f'{size}x{size}'} input); "

@@ -29,8 +29,8 @@ from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import load_image, load_mask
 from rabusseg.data.transforms import (
     IGNORE_INDEX,
-    build_eval_transform,
     build_resize,
+    eval_input,
     mask_to_tensor,
     normalize_image,
     reseed,
@@ -118,10 +118,13 @@ class LabeledDataset(Dataset):
     """
 
     def __init__(self, folder: FolderLike, ids: Sequence[str], transform: Transform | None = None, *,
-                 resize_to: int | None = None, images: DecodedImages | None = None) -> None:  # fmt: skip
+                 resize_to: int | None = None, images: DecodedImages | None = None,
+                 appearance: Transform | None = None) -> None:  # fmt: skip
         self.folder = _as_folder(folder)
         self.ids = _checked_ids(self.folder, ids, need_masks=True)
         self.transform = transform
+        self.appearance = appearance
+        """Intensity-only changes after the geometric ones (``data.appearance_p``)."""
         self.source = _Source(self.folder, resize_to, images)
 
     def __len__(self) -> int:
@@ -132,9 +135,13 @@ class LabeledDataset(Dataset):
         image, mask = self.source.pair(image_id)
         label = mask.astype(np.uint8)
         if self.transform is not None:
-            reseed(self.transform, _sample_seed())
+            seed = _sample_seed()
+            reseed(self.transform, seed)
             out = self.transform(image=image, mask=label)
             image, label = out["image"], out["mask"]
+            if self.appearance is not None:
+                reseed(self.appearance, seed ^ 0x2545F491)
+                image = self.appearance(image=image)["image"]
         return {"image": normalize_image(image), "mask": mask_to_tensor(label), "id": image_id}
 
 
@@ -178,13 +185,16 @@ class UnlabeledDataset(Dataset):
 
 
 class EvalDataset(Dataset):
-    """Images resized to ``size`` x ``size`` (``None``: kept whole) with masks at the original size."""
+    """Images as the network sees them at ``size`` (``None``: kept whole) with masks at the original size.
 
-    def __init__(self, folder: FolderLike, ids: Sequence[str], size: int | None = 512) -> None:
+    ``resize`` is ``square`` (stretched) or ``longest`` (aspect kept, zero-padded): see
+    :func:`rabusseg.data.transforms.eval_input`; ``valid_size`` is the (h, w) the image fills.
+    """
+
+    def __init__(self, folder: FolderLike, ids: Sequence[str], size: int | None = 512, resize: str = "square") -> None:
         self.folder = _as_folder(folder)
         self.ids = _checked_ids(self.folder, ids, need_masks=True)
-        self.size = size
-        self.transform = build_eval_transform(size)
+        self.size, self.resize = size, resize
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -193,14 +203,14 @@ class EvalDataset(Dataset):
         image_id = self.ids[index]
         image, mask = _load_pair(self.folder, image_id)
         original_size = (int(mask.shape[0]), int(mask.shape[1]))
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
+        image, valid_size = eval_input(image, self.size, self.resize)
         image_t, mask_t = normalize_image(image), mask_to_tensor(mask)
-        return {"image": image_t, "mask": mask_t, "id": image_id, "original_size": original_size}
+        return {"image": image_t, "mask": mask_t, "id": image_id, "original_size": original_size,
+                "valid_size": valid_size}  # fmt: skip
 
 
 def eval_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the (equally sized) images; keep masks, ids and original sizes as lists."""
+    """Stack the (equally sized) images; keep masks, ids, original and valid sizes as lists."""
     shapes = {tuple(s["image"].shape) for s in batch}
     if len(shapes) > 1:
         raise DataError(f"cannot batch images of different sizes {sorted(shapes)}: set an eval size or batch size 1")
@@ -209,6 +219,7 @@ def eval_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "mask": [s["mask"] for s in batch],
         "id": [s["id"] for s in batch],
         "original_size": [s["original_size"] for s in batch],
+        "valid_size": [s["valid_size"] for s in batch],
     }
 
 

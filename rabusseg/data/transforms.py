@@ -110,6 +110,24 @@ def build_strong_transform(
     return _seeded(A.Compose(steps))
 
 
+def build_appearance_transform(p: float) -> A.Compose | None:
+    """Scanner-appearance changes for labelled crops: gain, contrast, gamma, blur, speckle.
+
+    Why: BUSI comes from one scanner family; other machines (and presets of the same one) differ
+    in overall gain, dynamic range (gamma), resolution (blur) and speckle.  Each change is drawn
+    with probability ``p``; intensity-only, so the mask is untouched.  ``p = 0``: none (``None``).
+    """
+    if p <= 0:
+        return None
+    steps = [
+        A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.25, p=p),
+        A.RandomGamma(gamma_limit=(70, 150), p=p),
+        A.GaussianBlur(blur_limit=0, sigma_limit=(0.1, 1.2), p=p / 2),
+        A.MultiplicativeNoise(multiplier=(0.85, 1.15), per_channel=False, elementwise=True, p=p / 2),
+    ]
+    return _seeded(A.Compose(steps))
+
+
 def build_eval_transform(size: int | None) -> A.Compose | None:
     """Resize the image (not the mask) to ``size`` x ``size`` for inference; ``None`` keeps it whole.
 
@@ -121,6 +139,32 @@ def build_eval_transform(size: int | None) -> A.Compose | None:
     if size <= 0:
         raise ValueError(f"eval size must be positive or None, got {size}")
     return A.Compose([A.Resize(height=size, width=size, interpolation=cv2.INTER_LINEAR)])  # deterministic
+
+
+EVAL_RESIZE_MODES = ("square", "longest")
+"""``square``: stretch to size x size; ``longest``: keep the aspect ratio (longer side = size, as
+training's ``data.resize_to`` does) and pad the rest with 0 (as training pads crops)."""
+
+
+def eval_input(image: np.ndarray, size: int | None, resize: str = "square") -> tuple[np.ndarray, tuple[int, int]]:
+    """The network input of an evaluation/inference image and the (h, w) the image fills inside it.
+
+    ``square`` stretches to ``size x size`` (fills it all); ``longest`` scales the longer side to
+    ``size`` with the training resize's rounding and pads the bottom/right to ``size x size`` with
+    zeros, so the network sees lesions with the proportions it was trained on.  ``size=None``
+    keeps the image.  Predictions are cropped to the filled (h, w) before being resized back.
+    """
+    if size is None:
+        return image, (int(image.shape[0]), int(image.shape[1]))
+    if resize not in EVAL_RESIZE_MODES:
+        raise ValueError(f"eval resize must be one of {EVAL_RESIZE_MODES}, got {resize!r}")
+    if resize == "square":
+        return build_eval_transform(size)(image=image)["image"], (size, size)  # type: ignore[misc]
+    scaled = build_resize(size)(image=image)["image"]  # type: ignore[misc]
+    h, w = scaled.shape[:2]
+    padded = np.zeros((size, size, *scaled.shape[2:]), dtype=scaled.dtype)
+    padded[:h, :w] = scaled
+    return padded, (h, w)
 
 
 def _seeded(pipeline: A.Compose) -> A.Compose:

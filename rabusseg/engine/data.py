@@ -177,12 +177,13 @@ def build_train_loader(cfg: DataConfig, ids: SplitIds, sampler: KeyBatchSampler,
     each sample is decoded from its file.  Either way the samples are the same.
     """
     from rabusseg.data.datasets import LabeledDataset, UnlabeledDataset, seed_worker
-    from rabusseg.data.transforms import build_strong_transform, build_train_transform
+    from rabusseg.data.transforms import build_appearance_transform, build_strong_transform, build_train_transform
 
     def geometric() -> Any:
         return build_train_transform(cfg.crop_size, tuple(cfg.scale_range))  # resize_to: done by the source
 
-    labeled = LabeledDataset(ids.folder, ids.labeled, geometric(), resize_to=cfg.resize_to, images=images)
+    labeled = LabeledDataset(ids.folder, ids.labeled, geometric(), resize_to=cfg.resize_to, images=images,
+                             appearance=build_appearance_transform(cfg.appearance_p))  # fmt: skip
     unlabeled = None
     if sampler.sizes[UNLABELED] > 0:
         strong = build_strong_transform() if strong_view else None

@@ -33,9 +33,10 @@ from rabusseg.engine.ema import ema_decay, ema_update
 from rabusseg.engine.logger import LossMeter
 from rabusseg.engine.pseudo_labels import confidence_mask, drop_fraction, entropy_filter, keep_ratio, pseudo_labels
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
-from rabusseg.engine.schedule import poly_lr
+from rabusseg.engine.schedule import poly_lr, rampup
 from rabusseg.engine.state import TrainingRun, save_training_state
 from rabusseg.errors import RabussegError
+from rabusseg.models.outputs import concat_outputs
 from rabusseg.losses import (
     IGNORE_INDEX,
     arp_loss,
@@ -91,18 +92,32 @@ def _checkpoint(run: TrainingRun, name: str, epoch: int) -> None:
         save_training_state(run, run.run_dir / name, epoch)
 
 
-def validate(run: TrainingRun, epoch: int) -> float | None:
-    """Validation Dice of the evaluated network on ``data.val`` (rank 0; others wait); best.pt on improvement."""
+def _val_means(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     from rabusseg.evaluation import evaluate_model, summarize
 
+    d = run.config.data
+    rows = evaluate_model(net, run.ids.folder, run.ids.val, size=d.eval_size, resize=d.eval_resize, progress=False)
+    summary = summarize(rows, n_bootstrap=0)
+    return {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
+
+
+def validate(run: TrainingRun, epoch: int) -> float | None:
+    """Validation Dice of the evaluated network on ``data.val`` (rank 0; others wait); best.pt on improvement.
+
+    With a teacher, both networks are scored: ``student_dice`` and ``teacher_dice`` sit beside the
+    evaluated network's metrics in the log (is the EMA ahead of the student?).
+    """
     dice = None
     if run.info.is_main:
-        net = run.eval_network()
         # Evaluation must not consume the training RNG streams (a resumed run would diverge).
         with torch.random.fork_rng(devices=[run.info.device] if run.info.device.type == "cuda" else []):
-            rows = evaluate_model(net, run.ids.folder, run.ids.val, size=run.config.data.eval_size, progress=False)
-        summary = summarize(rows, n_bootstrap=0)
-        means = {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
+            means = _val_means(run, run.eval_network())
+            if run.teacher is not None and run.step > run.warmup_steps:  # before, the teacher is the initial network
+                other = run.student if run.eval_network() is run.teacher else run.teacher
+                other_dice = _val_means(run, other).get("dice")
+                own = "teacher" if run.eval_network() is run.teacher else "student"
+                means[f"{own}_dice"] = means.get("dice")  # type: ignore[assignment]
+                means[f"{'student' if own == 'teacher' else 'teacher'}_dice"] = other_dice  # type: ignore[assignment]
         run.logger.eval("val", run.step, epoch, means)
         dice = means.get("dice")
     improved = run.info.is_main and dice is not None and (run.best["dice"] is None or dice > run.best["dice"])
@@ -112,6 +127,16 @@ def validate(run: TrainingRun, epoch: int) -> float | None:
         _checkpoint(run, BEST_CHECKPOINT, epoch)
     barrier(run.info)
     return dice
+
+
+def monitor_pseudo_labels(run: TrainingRun, epoch: int) -> None:
+    """Score the labeller's filtered pseudo-labels on the monitored unlabelled images (rank 0)."""
+    if run.monitor is None or not run.info.is_main:
+        return
+    m, t = run.config.method, run.config.train
+    labeller = run.teacher if run.teacher is not None else run.student
+    drop = drop_fraction(epoch, t.epochs, m.drop_percent)
+    run.logger.eval("pseudo", run.step, epoch, run.monitor.measure(labeller, run.student, drop))
 
 
 def fit(run: TrainingRun) -> FitOutcome:
@@ -179,10 +204,14 @@ def fit(run: TrainingRun) -> FitOutcome:
                     mask_u = cutmix(mask_u, mask_u.roll(1, dims=0), boxes)
                     if m.name == "fixmatch":
                         conf_u = cutmix(conf_u, conf_u.roll(1, dims=0), boxes)
-                # 4. One student forward on [labelled; unlabelled] (shared BatchNorm statistics).
+                # 4. The student forward on [labelled; unlabelled]: one pass (shared BatchNorm
+                #    statistics), or one pass per stream (method.separate_forward, as UniMatch).
                 n_x, n_u = img_x.shape[0], img_u_s.shape[0]
                 with autocast():
-                    out = model(torch.cat((img_x, img_u_s)), relations=relations)
+                    if m.separate_forward:
+                        out = concat_outputs([model(img_x, relations=relations), model(img_u_s, relations=relations)])
+                    else:
+                        out = model(torch.cat((img_x, img_u_s)), relations=relations)
                     pred_x, pred_u_s = out.pred.split([n_x, n_u])
                     terms["sup"] = sup_loss(pred_x, mask_x)
                     if m.name == "fixmatch":
@@ -201,7 +230,8 @@ def fit(run: TrainingRun) -> FitOutcome:
                                                 num_landmarks=m.num_landmarks, generator=generator,
                                                 affinity=run.landmark_affinity)  # fmt: skip
                 n_images = n_x + n_u
-            weights = {"sup": 1.0, "unsup": cfg.loss.unsup_weight, "arp": cfg.loss.arp_weight, "cra": cfg.loss.cra_weight}
+            ramp = rampup(run.step - run.warmup_steps, cfg.loss.unsup_rampup_epochs * spe)
+            weights = {"sup": 1.0, "unsup": cfg.loss.unsup_weight * ramp, "arp": cfg.loss.arp_weight, "cra": cfg.loss.cra_weight}
             total = sum(weights[name] * value for name, value in terms.items())
 
             # 5. Backward and update, unless the loss is not finite (skip; give up after N in a row).
@@ -237,8 +267,11 @@ def fit(run: TrainingRun) -> FitOutcome:
             waiting_since = time.perf_counter()
 
         if run.step % spe == 0:  # the epoch is complete
-            if run.ids.val and ((epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.train.epochs):
-                validate(run, epoch)
+            if (epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.train.epochs:
+                if run.ids.val:
+                    validate(run, epoch)
+                if semi and not warm:
+                    monitor_pseudo_labels(run, epoch)
             if run.step % cfg.train.checkpoint_every_steps == 0:
                 _checkpoint(run, LAST_CHECKPOINT, epoch)
             meter.restart_clock()

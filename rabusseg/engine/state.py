@@ -27,7 +27,8 @@ from rabusseg.engine.precision import StepPrecision
 from rabusseg.errors import CheckpointError
 
 RESUMABLE_KEYS = {("train", "max_steps"), ("train", "progress"), ("data", "num_workers"), ("train", "checkpoint_every_steps"),
-                  ("train", "log_every_steps"), ("train", "device"), ("data", "cache"), ("data", "cache_max_mib")}  # fmt: skip
+                  ("train", "log_every_steps"), ("train", "device"), ("data", "cache"), ("data", "cache_max_mib"),
+                  ("train", "monitor_unlabeled")}  # fmt: skip
 """Settings a resumed run may change: they do not alter the numbers it computes."""
 
 
@@ -58,6 +59,8 @@ class TrainingRun:
     best: dict[str, Any] = field(default_factory=lambda: {"dice": None, "step": None, "epoch": None})
     nonfinite_in_a_row: int = 0
     nonfinite_total: int = 0
+    monitor: Any = None
+    """A :class:`~rabusseg.engine.monitor.PseudoLabelMonitor` when ``train.monitor_unlabeled`` > 0."""
     notes: list[str] = field(default_factory=list)
     """Set-up facts for the log (what the data cache decoded, and in how long)."""
     save_checkpoints: bool = True

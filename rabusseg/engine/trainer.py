@@ -106,6 +106,8 @@ def _build_optimizer(config: Config, student: nn.Module) -> torch.optim.Optimize
 def _wrap(student: nn.Module, config: Config, info: DistInfo) -> nn.Module:
     """DDP when distributed, then ``torch.compile`` when asked."""
     model = student
+    if info.distributed and config.method.separate_forward:
+        raise ConfigError("method.separate_forward: two forward passes per step do not work under DDP; set it to false")
     if info.distributed:
         m = config.method
         # The ARP projection trains only after warm-up (relations=False before): DDP must look for
@@ -158,8 +160,9 @@ def _evaluate_test(run: TrainingRun, checkpoint: Path, name: str) -> dict[str, A
 
     cfg = run.config
     summary = evaluate_checkpoint(checkpoint, run.ids.folder.root, cfg.data.test, run.run_dir / "eval" / name,  # type: ignore[arg-type]
-                                  tta=cfg.train.eval_tta, size=cfg.data.eval_size, device=str(run.info.device),
-                                  overwrite=True, progress=cfg.train.progress, n_bootstrap=1000)  # fmt: skip
+                                  tta=cfg.train.eval_tta, size=cfg.data.eval_size, resize=cfg.data.eval_resize,
+                                  device=str(run.info.device), overwrite=True, progress=cfg.train.progress,
+                                  n_bootstrap=1000)  # fmt: skip
     run.logger.eval(name, run.step, run.step // run.steps_per_epoch, {
         k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v})  # fmt: skip
     return summary
@@ -222,10 +225,18 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
     student, teacher = _build_networks(config, info, precision)
     optimizer = _build_optimizer(config, student)
     model = _wrap(student, config, info)
+    monitor = None
+    if config.train.monitor_unlabeled and semi and ids is not None and info.is_main:
+        from rabusseg.engine.monitor import PseudoLabelMonitor, monitor_ids
+
+        chosen = monitor_ids(ids.unlabeled, config.train.monitor_unlabeled, [ids.folder.class_of(i) for i in ids.unlabeled])
+        monitor = PseudoLabelMonitor(config, ids.folder, chosen, info.device, precision.memory_format)
+        notes.append(f"monitoring the pseudo-labels of {len(chosen)} unlabelled images against their masks "
+                     "(train.monitor_unlabeled; the masks never reach a loss)")  # fmt: skip
     _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
     return TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler,  # type: ignore[arg-type]
                        steps_per_epoch, NullLogger(), precision=precision,
-                       landmark_affinity=_landmark_path(config, info.device), notes=notes)  # fmt: skip
+                       landmark_affinity=_landmark_path(config, info.device), notes=notes, monitor=monitor)  # fmt: skip
 
 
 def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> TrainResult:

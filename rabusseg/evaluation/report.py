@@ -128,7 +128,8 @@ def _series(records: Sequence[Mapping[str, Any]], key: str) -> Series:
 def _training_figures(records: list[dict[str, Any]], run_dir: Path) -> list[str]:
     """Loss terms, schedule (lr, keep ratio) and validation curves as PNGs under ``RUN_DIR/report/``."""
     train = [r for r in records if r.get("kind") == "train"]
-    val = [r for r in records if r.get("kind") == "eval" and r.get("split", "val") != "test"]
+    val = [r for r in records if r.get("kind") == "eval" and r.get("split", "val") == "val"]
+    pseudo = [r for r in records if r.get("kind") == "eval" and r.get("split") == "pseudo"]
     losses = sorted({k for r in train for k in r if k.startswith("loss/")}, key=lambda k: (k != "loss/total", k))
     figures = {
         "losses": {k: {k: _series(train, k)} for k in losses},
@@ -136,6 +137,18 @@ def _training_figures(records: list[dict[str, Any]], run_dir: Path) -> list[str]
                      "keep ratio (entropy filter)": {"keep_ratio": _series(train, "keep_ratio")}},
         "validation": {f"validation {m}": {m: _series(val, m)} for m in METRIC_NAMES if any(m in r for r in val)},
     }
+    if any("teacher_dice" in r for r in val):
+        figures["validation"]["validation Dice: student vs EMA teacher"] = {
+            "student": _series(val, "student_dice"), "teacher": _series(val, "teacher_dice")}
+    if pseudo:
+        figures["pseudo-labels"] = {
+            "pseudo-label vs mask (monitored unlabelled images)": {
+                "pseudo-label Dice": _series(pseudo, "pl_dice"), "student Dice": _series(pseudo, "student_dice"),
+                "precision": _series(pseudo, "pl_precision"), "recall": _series(pseudo, "pl_recall")},
+            "entropy / confidence filter": {
+                "kept share": _series(pseudo, "kept_share"), "accuracy of kept pixels": _series(pseudo, "kept_accuracy"),
+                "accuracy of dropped pixels": _series(pseudo, "dropped_accuracy")},
+        }  # fmt: skip
     out = []
     for name, panels in figures.items():
         png = plot_curves(panels, run_dir / "report" / f"{name}.png")

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from rabusseg.engine.checkpoint import FROM_CHECKPOINT
 from rabusseg.errors import ConfigError
 from rabusseg.evaluation.gallery import GalleryCases
 from rabusseg.evaluation.metrics import binary_metrics
@@ -55,11 +56,13 @@ def evaluate_model(
     spacing: tuple[float, float] | None = None,
     progress: bool = True,
     gallery: GalleryCases | None = None,
+    resize: str = "square",
 ) -> list[dict[str, Any]]:
     """One row per image: ``id``, ``class``, the metrics of :func:`binary_metrics`, ``height``, ``width``.
 
-    ``folder`` is a :class:`~rabusseg.data.folder.DatasetFolder` (or its root); images are resized to
-    ``size x size`` for the network (``None``: full image, one at a time).  ``device=None`` keeps
+    ``folder`` is a :class:`~rabusseg.data.folder.DatasetFolder` (or its root); images become
+    ``size x size`` network inputs, stretched (``resize="square"``) or aspect-kept and padded
+    (``"longest"``); ``None``: full image, one at a time.  ``device=None`` keeps
     the model where it is (the trainer's network is not moved); the model's train/eval mode is
     restored afterwards.  ``spacing`` (row, column) turns HD95/ASSD into physical units; ``None``
     gives pixels.  ``gallery`` collects the best and worst predicted masks for the report.
@@ -77,7 +80,7 @@ def evaluate_model(
     if not isinstance(folder, DatasetFolder):
         folder = DatasetFolder(folder)
     ids = list(ids)
-    dataset = EvalDataset(folder, ids, size)
+    dataset = EvalDataset(folder, ids, size, resize)
     loader = DataLoader(dataset, batch_size=batch_size if size is not None else 1, shuffle=False,
                         num_workers=0, collate_fn=eval_collate)
     spacing_or_px = tuple(spacing) if spacing is not None else (1.0, 1.0)
@@ -88,7 +91,8 @@ def evaluate_model(
             probs = predict_probabilities(model, batch["image"], tta=tta).float().cpu()  # (B, K, s, s)
             for j, image_id in enumerate(batch["id"]):
                 gt = batch["mask"][j].numpy() == 1  # (H0, W0) bool, original size
-                full = resize_probabilities(probs[j : j + 1], tuple(gt.shape))  # (1, K, H0, W0)
+                vh, vw = batch["valid_size"][j]  # the part of the input the image fills
+                full = resize_probabilities(probs[j : j + 1, :, :vh, :vw], tuple(gt.shape))  # (1, K, H0, W0)
                 pred = ((1.0 - full[0, 0]) > LESION_THRESHOLD).numpy()
                 row = {"id": image_id, "class": folder.class_of(image_id) or "unknown"}
                 row.update(binary_metrics(pred, gt, spacing_or_px))
@@ -107,33 +111,38 @@ def evaluate_checkpoint(
     out_dir: str | os.PathLike[str],
     *,
     tta: bool = False,
-    size: int | None = 512,
+    size: int | None | str = FROM_CHECKPOINT,
     device: str = "cpu",
     overwrite: bool = False,
     batch_size: int = 1,
     weights: str = "auto",
+    resize: str = FROM_CHECKPOINT,
     spacing: tuple[float, float] | None = None,
     progress: bool = True,
     n_bootstrap: int = 1000,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary."""
+    """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary.
+
+    ``size``/``resize`` default to the checkpoint's own (:func:`~rabusseg.engine.checkpoint.inference_geometry`).
+    """
     from rabusseg.data.folder import DatasetFolder
-    from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+    from rabusseg.engine.checkpoint import inference_geometry, load_checkpoint, model_from_checkpoint
     from rabusseg.evaluation.aggregate import summarize
     from rabusseg.inference.segmenter import resolve_device
     from rabusseg.paths import resolve_data_root
 
-    if size is not None and size < 8:
+    if isinstance(size, int) and size < 8:
         raise ConfigError(f"inference size must be at least 8 pixels (or None for the full image), got {size}")
     out = prepare_out_dir(out_dir, overwrite, create=False)  # fail before minutes of inference, not after
     root = resolve_data_root(data_dir)
     folder = DatasetFolder(root)
     ids = folder.split(split)
     payload = load_checkpoint(checkpoint, map_location="cpu")
+    size, resize = inference_geometry(payload, size, resize)
     model = model_from_checkpoint(payload, weights, source=checkpoint)
     gallery = GalleryCases()
     rows = evaluate_model(model, folder, ids, size=size, device=resolve_device(device), tta=tta,
-                          batch_size=batch_size, spacing=spacing, progress=progress, gallery=gallery)
+                          batch_size=batch_size, spacing=spacing, progress=progress, gallery=gallery, resize=resize)
     summary = summarize(rows, n_bootstrap=n_bootstrap)
     context = {
         "checkpoint": str(Path(checkpoint).resolve()),
@@ -143,6 +152,7 @@ def evaluate_checkpoint(
         "data": str(root),
         "split": split,
         "size": size,
+        "resize": resize,
         "tta": tta,
         "device": str(device),
         "distance_unit": "px" if spacing is None else "mm",

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from rabusseg.engine.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
 from rabusseg.errors import CheckpointError, OutputExistsError, RabussegError
 from rabusseg.inference.segmenter import BaseSegmenter
 from rabusseg.inference.tta import _logits_of, _resize, predict_probabilities_with_variance
@@ -95,9 +95,11 @@ def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     proto = onnx.load(str(out))
     onnx.checker.check_model(proto)
+    eval_size, eval_resize = inference_geometry(payload)
     meta = {"producer": "rabusseg", "checkpoint": Path(checkpoint).name, "output": "logits at input size",
             "num_classes": str(payload["config"].get("model", {}).get("num_classes", 2)),
-            "size": "dynamic" if dynamic else str(size)}
+            "size": "dynamic" if dynamic else str(size),
+            "eval_size": "full" if eval_size is None else str(eval_size), "eval_resize": eval_resize}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(out))
@@ -149,18 +151,26 @@ class OrtModule(nn.Module):
 class OnnxSegmenter(BaseSegmenter):
     """Same ``.predict`` / ``.predict_batch`` as :class:`~rabusseg.inference.segmenter.Segmenter`, on ORT."""
 
-    def __init__(self, path: str | os.PathLike[str], *, size: int | None = None, tta: bool = False,
-                 threads: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, size: int | None | str = FROM_CHECKPOINT, tta: bool = False,
+                 threads: int | None = None, resize: str = FROM_CHECKPOINT, **kwargs: Any) -> None:  # fmt: skip
+        """``size``/``resize`` default to the checkpoint's evaluation settings, stored in the file's
+        metadata at export (files exported before that: the traced size, or 512, and ``square``)."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"ONNX model {path} does not exist")
         self.module = OrtModule(_session(path, threads))
         shape = self.module.session.get_inputs()[0].shape  # [batch, 3, H, W]; names where dynamic
         self.fixed_size = shape[2] if isinstance(shape[2], int) and isinstance(shape[3], int) else None
-        if self.fixed_size is not None and size is not None and size != self.fixed_size:
+        meta = self.module.session.get_modelmeta().custom_metadata_map
+        if size == FROM_CHECKPOINT:
+            stored = meta.get("eval_size")
+            size = self.fixed_size or (None if stored == "full" else int(stored) if stored else 512)
+        if resize == FROM_CHECKPOINT:
+            resize = meta.get("eval_resize", "square")
+        if self.fixed_size is not None and size != self.fixed_size:
             raise RabussegError(f"{path} was exported for {self.fixed_size}x{self.fixed_size} inputs, not {size}; "
                                 f"use --size {self.fixed_size} or export again with --dynamic")
-        super().__init__(size=size or self.fixed_size or 512, tta=tta, source=str(path), **kwargs)
+        super().__init__(size=size, tta=tta, source=str(path), resize=resize, **kwargs)  # type: ignore[arg-type]
         self._check_tta(tta)
 
     @classmethod

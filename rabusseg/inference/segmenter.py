@@ -13,13 +13,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from rabusseg.engine.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
 from rabusseg.errors import DataError, RabussegError
 from rabusseg.inference.tta import DEFAULT_SCALES, entropy_map, predict_probabilities_with_variance, resize_probabilities
 
@@ -76,26 +75,28 @@ class BaseSegmenter:
     """Pre/post-processing shared by the torch and ONNX Runtime engines."""
 
     def __init__(self, *, size: int | None = 512, tta: bool = False, flip: bool = True,
-                 scales: Sequence[float] = DEFAULT_SCALES, threshold: float = 0.5, source: str = "<model>") -> None:
+                 scales: Sequence[float] = DEFAULT_SCALES, threshold: float = 0.5, source: str = "<model>",
+                 resize: str = "square") -> None:  # fmt: skip
+        from rabusseg.data.transforms import EVAL_RESIZE_MODES
+
         if size is not None and size < 8:
             raise ValueError(f"inference size must be at least 8 pixels, got {size}")
-        self.size, self.tta, self.flip, self.scales = size, tta, flip, tuple(scales)
+        if resize not in EVAL_RESIZE_MODES:
+            raise ValueError(f"resize must be one of {EVAL_RESIZE_MODES}, got {resize!r}")
+        self.size, self.resize, self.tta, self.flip, self.scales = size, resize, tta, flip, tuple(scales)
         self.threshold, self.source = threshold, source
-        self._resize: Any = None
 
     def _probabilities(self, batch: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and variance ``(B, K, h, w)`` of the normalised ``batch``; engines override this."""
         raise NotImplementedError
 
-    def _prepare(self, rgb: np.ndarray) -> torch.Tensor:
-        """Resize and normalise exactly as evaluation does (``EvalDataset``), so scores carry over."""
-        from rabusseg.data.transforms import build_eval_transform, normalize_image
+    def _prepare(self, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Resize and normalise exactly as evaluation does (``EvalDataset``), so scores carry over;
+        also the (h, w) the image fills in the input."""
+        from rabusseg.data.transforms import eval_input, normalize_image
 
-        if self._resize is None and self.size is not None:
-            self._resize = build_eval_transform(self.size)
-        if self._resize is not None:
-            rgb = self._resize(image=rgb)["image"]
-        return normalize_image(rgb)
+        image, valid = eval_input(rgb, self.size, self.resize)
+        return normalize_image(image), valid
 
     def predict(self, image: np.ndarray, *, tta: bool | None = None) -> SegmenterResult:
         """Segment one ``(H, W)`` or ``(H, W, 3)`` uint8/uint16 image."""
@@ -108,13 +109,14 @@ class BaseSegmenter:
             return []
         rgbs = [to_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
         originals = [rgb.shape[:2] for rgb in rgbs]
-        tensors = [self._prepare(rgb) for rgb in rgbs]
+        prepared = [self._prepare(rgb) for rgb in rgbs]
         groups = [list(range(len(images)))] if self.size is not None else [[i] for i in range(len(images))]
         results: list[SegmenterResult | None] = [None] * len(images)
         for group in groups:
-            mean, var = self._probabilities(torch.stack([tensors[i] for i in group]), use_tta)
+            mean, var = self._probabilities(torch.stack([prepared[i][0] for i in group]), use_tta)
             for j, i in enumerate(group):
-                results[i] = self._finish(mean[j : j + 1], var[j : j + 1], originals[i], use_tta)
+                vh, vw = prepared[i][1]  # crop the padding of an aspect-kept input
+                results[i] = self._finish(mean[j : j + 1, :, :vh, :vw], var[j : j + 1, :, :vh, :vw], originals[i], use_tta)
         return [r for r in results if r is not None]
 
     def _finish(self, mean: torch.Tensor, var: torch.Tensor, size: tuple[int, int], tta: bool) -> SegmenterResult:
@@ -137,16 +139,18 @@ class Segmenter(BaseSegmenter):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
-                        weights: str = "auto", size: int | None = 512, tta: bool = False,
-                        **kwargs: object) -> Segmenter:
+                        weights: str = "auto", size: int | None | str = FROM_CHECKPOINT, tta: bool = False,
+                        resize: str = FROM_CHECKPOINT, **kwargs: object) -> Segmenter:  # fmt: skip
         """Rebuild the network from the checkpoint alone (its stored config) and load its weights.
 
         ``weights`` picks ``student``/``teacher``; ``auto`` uses the checkpoint's own choice.
+        ``size``/``resize`` default to what the run evaluated with (its ``data.eval_size``).
         """
         path = Path(path)
         payload = load_checkpoint(path, map_location="cpu")
+        size, resize = inference_geometry(payload, size, resize)
         model = model_from_checkpoint(payload, weights, source=path)
-        return cls(model, device=device, size=size, tta=tta, source=str(path), **kwargs)
+        return cls(model, device=device, size=size, tta=tta, source=str(path), resize=resize, **kwargs)
 
     def _probabilities(self, batch: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return predict_probabilities_with_variance(

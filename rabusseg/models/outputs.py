@@ -23,3 +23,19 @@ class SegmentationOutput:
     """Encoder maps x1..x4 (for the CRA loss)."""
     proj: Tensor | None = None
     """ARP projection f (B, P, h, w) on the x4 grid (for ARP and landmark selection)."""
+
+
+def concat_outputs(parts: list[SegmentationOutput]) -> SegmentationOutput:
+    """The outputs of several forward passes as if one batch had been forwarded (along dim 0)."""
+    from torch import cat
+
+    first = parts[0]
+
+    def join(name: str) -> Tensor | None:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else cat(values)
+
+    features = None
+    if first.features is not None:
+        features = tuple(cat([p.features[i] for p in parts]) for i in range(4))  # type: ignore[index]
+    return SegmentationOutput(pred=join("pred"), arp_pred=join("arp_pred"), features=features, proj=join("proj"))  # type: ignore[arg-type]

