@@ -39,3 +39,26 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def init_conv_bn(module: nn.Module) -> None:
+    """He init (fan-out) of every convolution, BatchNorm to identity: the mobile encoders' start."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def stride_schedule(first_strides: list[int], output_stride: int, start_stride: int = 2) -> list[tuple[int, int]]:
+    """(stride, dilation) per block: a block that would take the stride past ``output_stride`` keeps
+    stride 1 and multiplies the dilation (of itself and every later block) by the stride it gave up."""
+    out, current, dilation = [], start_stride, 1
+    for stride in first_strides:
+        if stride > 1 and current * stride > output_stride:
+            dilation *= stride
+            stride = 1
+        current *= stride
+        out.append((stride, dilation))
+    return out

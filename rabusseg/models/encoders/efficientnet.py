@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
-from rabusseg.models.encoders.base import Encoder
+from rabusseg.models.encoders.base import Encoder, init_conv_bn, stride_schedule
 
 # (kernel, first stride, expansion, output channels, repeats) per stage.
 _STAGES = (
@@ -81,31 +81,18 @@ class EfficientNetLite0Encoder(Encoder):
         super().__init__(output_stride)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
         self._bn0 = _bn(32)
+        specs = [(k, s if i == 0 else 1, e, c) for k, s, e, c, n in _STAGES for i in range(n)]
         blocks: list[nn.Module] = []
-        current_stride, dilation, cin = 2, 1, 32
-        for kernel, first_stride, expansion, cout, repeats in _STAGES:
-            for i in range(repeats):
-                stride = first_stride if i == 0 else 1
-                if stride > 1 and current_stride * stride > output_stride:
-                    dilation *= stride
-                    stride = 1
-                current_stride *= stride
-                blocks.append(MBConv(cin, cout, kernel, stride, dilation, expansion))
-                cin = cout
+        cin = 32
+        for (kernel, _, expansion, cout), (stride, dilation) in zip(specs, stride_schedule([s[1] for s in specs], output_stride), strict=True):
+            blocks.append(MBConv(cin, cout, kernel, stride, dilation, expansion))
+            cin = cout
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = nn.Conv2d(cin, 1280, 1, bias=False)
         self._bn1 = _bn(1280)
         self.act = nn.ReLU6(inplace=True)
         self.out_channels = (24, 40, 112, 1280)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     @torch.no_grad()
     def adapt_to_imagenet_normalisation(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:

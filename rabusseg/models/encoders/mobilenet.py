@@ -16,7 +16,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
-from rabusseg.models.encoders.base import Encoder
+from rabusseg.models.encoders.base import Encoder, init_conv_bn, stride_schedule
 
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
 _INVERTED_RESIDUAL_SETTING = (
@@ -72,28 +72,15 @@ class MobileNetV2Encoder(Encoder):
     def __init__(self, output_stride: int = 8) -> None:
         super().__init__(output_stride)
         features: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, stride=2)]
-        current_stride, dilation, cin = 2, 1, 32
-        for t, c, n, s in _INVERTED_RESIDUAL_SETTING:
-            for i in range(n):
-                stride = s if i == 0 else 1
-                if stride > 1 and current_stride * stride > output_stride:
-                    dilation *= stride
-                    stride = 1
-                current_stride *= stride
-                features.append(InvertedResidual(cin, c, stride, dilation, t))
-                cin = c
+        blocks = [(t, c, s if i == 0 else 1) for t, c, n, s in _INVERTED_RESIDUAL_SETTING for i in range(n)]
+        cin = 32
+        for (t, c, _), (stride, dilation) in zip(blocks, stride_schedule([b[2] for b in blocks], output_stride), strict=True):
+            features.append(InvertedResidual(cin, c, stride, dilation, t))
+            cin = c
         features.append(_conv_bn_relu6(cin, 1280, 1))
         self.features = nn.Sequential(*features)
         self.out_channels = (24, 32, 96, 1280)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outs: list[Tensor] = []
