@@ -30,14 +30,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _busi import RATIOS, WORK_ROOT, carve_validation, prepare_data, shared_busi  # noqa: E402
 from _common import (
     BENCH_DIR,
     REPO_ROOT,
@@ -56,12 +55,9 @@ from _common import (
 
 PRESET = "cpu_small"
 METHODS = ("supervised", "mean_teacher", "fixmatch", "ra_busseg")
-RATIOS = {"1_2": "paper", "1_8": "1/8"}
-"""Split folder -> where its lists come from: the authors' lists, or drawn here with this fraction."""
 ABLATIONS = {"no_arp": ["method.arp=false"], "no_cra": ["method.cra=false"]}
 ABLATION_RATIO = "1_2"
 METRICS = ("dice", "iou", "hd95")
-WORK_ROOT = BENCH_DIR / "work" / "busi"
 RUNS_DIR = BENCH_DIR / "runs"
 RUN_LIMIT_S = 30 * 60
 VAL_IMAGES = 30
@@ -69,32 +65,6 @@ VAL_IMAGES = 30
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def shared_busi() -> Path:
-    """The read-only BUSI folder of the shared datasets directory."""
-    from rabusseg.paths import resolve_data_root
-
-    return resolve_data_root("busi")
-
-
-def prepare_data(source: Path, work: Path, seed: int = 0) -> Path:
-    """A writable view of ``source``: links to its files, a copy of ``splits/``, the 1/8 split drawn in it."""
-    work.mkdir(parents=True, exist_ok=True)
-    for entry in sorted(source.iterdir()):
-        target = work / entry.name
-        if entry.name == "splits":
-            if not target.exists():
-                shutil.copytree(entry, target, copy_function=shutil.copyfile)  # contents, not read-only modes
-                for path in (target, *target.rglob("*")):
-                    path.chmod(0o755 if path.is_dir() else 0o644)
-        elif not target.exists() and not target.is_symlink():
-            target.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
-    for ratio, origin in RATIOS.items():
-        if origin != "paper" and not (work / "splits" / ratio / "labeled.txt").is_file():
-            cmd = [sys.executable, "-m", "rabusseg", "data", "split", str(work), "--labeled", origin, "--seed", str(seed)]
-            subprocess.run(cmd, check=True)
-    return work
 
 
 def split_sizes(root: Path) -> dict[str, dict[str, int]]:
@@ -142,34 +112,12 @@ def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str 
     return out + (ABLATIONS[ablation] if ablation else [])
 
 
-def carve_validation(root: Path, ratio: str, n: int, out: Path) -> tuple[str, str]:
-    """Move ``n`` *unlabelled* ids (spread over the class-sorted list) to a validation list under ``out``.
-
-    Why from the unlabelled list: BUSI has a mask for every image, so a validation list can be held
-    out of the unlabelled pool and the labelled set keeps the size its ratio names (30 of the 65
-    labelled images at 1/8 would be half of them).  No run trains on a validation image, and for
-    ``supervised`` the training data is exactly that of the run without ``--val``.
-    Returns (unlabelled list, validation list).
-    """
-    from rabusseg.data.folder import DatasetFolder
-
-    unlabeled = DatasetFolder(root).split(f"{ratio}/unlabeled")
-    if not 0 < n < len(unlabeled):
-        raise ValueError(f"--val {n}: the {ratio} unlabelled list has {len(unlabeled)} ids")
-    val = [unlabeled[i * len(unlabeled) // n] for i in range(n)]  # evenly over the list: every class
-    held = set(val)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "unlabeled.txt").write_text("\n".join(i for i in unlabeled if i not in held) + "\n", encoding="utf-8")
-    (out / "val.txt").write_text("\n".join(val) + "\n", encoding="utf-8")
-    return str((out / "unlabeled.txt").resolve()), str((out / "val.txt").resolve())
-
-
 def do_run(args: argparse.Namespace) -> Path:
     """Train one (method, ratio, seed[, ablation]) with the training API; write ``bench.json`` beside it."""
     from rabusseg.config import load_config
     from rabusseg.engine.trainer import train
 
-    root = args.root or prepare_data(shared_busi(), WORK_ROOT)
+    root = args.root or prepare_data(shared_busi())
     out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation, args.val)
     overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation)
     if args.val:
