@@ -3,7 +3,7 @@
     python benchmarks/make_results.py               # updates README.md between the results markers
     python benchmarks/make_results.py --print       # print the section only
 
-Reads ``benchmarks/results/{speed,quality,gpu_quality}.json`` (each optional) and renders the
+Reads ``benchmarks/results/{speed,throughput,quality,gpu_quality}.json`` (each optional) and renders the
 commands, hardware, dates and numbers, and states which targets were reached, which were
 missed and what was not run.  Only the text between ``<!-- results:start -->`` and
 ``<!-- results:end -->`` is replaced; the markers are appended to the README when missing.
@@ -87,114 +87,88 @@ def speed_section(s: dict[str, Any]) -> tuple[list[str], list[str]]:
 
 
 def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Per ratio: test metrics over seeds, the paired per-image differences, the targets and the diagnostics."""
     lines = ["### Segmentation quality on CPU (BUSI, `cpu_small`)", ""]
-    runs = [r for r in q.get("runs", []) if r.get("finished")]
+    runs = q.get("runs", [])
     envs = [r["environment"] for r in runs if r.get("environment")]
-    lines += [(f"Table assembled by `python benchmarks/quality.py table` on {q['environment']['date']}; runs with "
-               "`python benchmarks/quality.py run --method M --ratio R --seed S` "
-               f"({len(runs)} finished)" + (f", on {hardware(envs[0])}" if envs else "") + "."), "",
-              ("Test Dice, IoU and HD95 (pixels) of the last model; mean +- std over seeds, or over test images "
-               "(`img`) when there is one seed; `best val` is the model chosen on a validation list, when the run had one "
-               "(variants `+valN`: N images held out of the unlabelled list, the labelled set unchanged)."), ""]  # fmt: skip
-    verdicts = []
-    if q.get("rows"):
-        rows = []
-        for r in q["rows"]:
-            rows.append({"ratio": r["ratio"].replace("_", "/"), "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),
-                         "min/run": r.get("wall_min"), "Dice": _pm(r, "dice_last", 3), "IoU": _pm(r, "iou_last", 3),
-                         "HD95": _pm(r, "hd95_last", 1), "Dice (best val)": _pm(r, "dice_best", 3)})  # fmt: skip
-        lines += [table(rows, ["ratio", "variant", "seeds", "min/run", "Dice", "IoU", "HD95", "Dice (best val)"]), ""]
-        if q.get("figure"):
-            lines += [f"![test Dice by method]({q['figure']})", ""]
-        verdicts += against_supervised(q["rows"])
-        verdicts += held_out_pairs(q["rows"])
-        if not any(r.get("dice_best") is not None for r in q["rows"]):
-            verdicts.append("Best-on-validation Dice: not measured (no run had a validation list; "
-                            "`quality.py run --val N` holds N unlabelled images out for one and fills that column).")
-        slow = [r for r in q["runs"] if r.get("wall_s") and r["wall_s"] > 1800]
-        for r in slow:
-            verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.0f} min (MISSED: <= 30 min).")
-    else:
-        lines += ["No quality run has finished yet.", ""]
+    walls = [r["wall_s"] / 60 for r in runs if r.get("wall_s")]
+    lines += [(f"Assembled by `python benchmarks/quality.py table` on {q['environment']['date']} from {len(runs)} runs of "
+               "`python benchmarks/quality.py run --method M --ratio R --seed S`"
+               + (f" ({min(walls):.1f} to {max(walls):.1f} min each" if walls else "")
+               + (f"; {hardware(envs[0])})" if envs else ")") + ".  Test list: 129 images, read only to report; "
+               "every run holds 30 unlabelled images out as its validation list.  Last model, mean over seeds "
+               "(sd: over seeds)."), ""]  # fmt: skip
+    verdicts: list[str] = []
+    rows = q.get("rows") or []
+    if not rows:
+        return [*lines, "No quality run has finished yet.", ""], ["Quality: no run has finished."]
+    shown = [{"ratio": r["ratio"].replace("_", "/"), "method": r["variant"], "seeds": len(r["seeds"]),
+              "Dice": r.get("dice"), "sd": r.get("dice_seed_std"), "IoU": r.get("iou"), "HD95 (px)": r.get("hd95"),
+              "Dice best val": r.get("dice_best"), "min/run": r.get("wall_min"),
+              "pseudo-label Dice": r.get("pseudo_pl_dice"), "student Dice (unl.)": r.get("pseudo_student_dice")}
+             for r in rows]  # fmt: skip
+    lines += [table(shown, list(shown[0])), ""]
+    pairs = q.get("pairs") or []
+    if pairs:
+        lines += [("Paired test Dice difference (each image's difference averaged over the seeds both methods "
+                   "have; 95% bootstrap interval over the test images; the per-seed mean differences show the "
+                   "seed-to-seed spread):"), ""]  # fmt: skip
+        lines += [table([{"ratio": p["ratio"].replace("_", "/"), "comparison": f"{p['variant']} - {p['baseline']}",
+                          "seeds": len(p["seeds"]), "mean": p["mean_diff"], "95% CI": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]",
+                          "per seed": ", ".join(f"{d:+.3f}" for d in p["per_seed_diff"]),
+                          "images better/worse": f"{p['wins']}/{p['losses']}"} for p in pairs],
+                        ["ratio", "comparison", "seeds", "mean", "95% CI", "per seed", "images better/worse"]), ""]  # fmt: skip
+    if q.get("figure"):
+        lines += [f"![paired Dice differences]({q['figure']})", ""]
+    for v in q.get("verdicts") or []:
+        state = "not measured yet" if v["met"] is None else ("reached" if v["met"] else "MISSED")
+        extra = "" if v.get("seeds_complete", True) else " (fewer than 3 seeds so far)"
+        verdicts.append(f"RA-BUSSeg at {v['ratio'].replace('_', '/')}: target {v['target']}; "
+                        f"measured {v['measured'] or '-'}{extra} ({state}).")  # fmt: skip
+    slow = [r for r in runs if r.get("wall_s") and r["wall_s"] > q.get("protocol", {}).get("budget_s", 900)]
+    for r in slow:
+        verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.1f} min "
+                        "(over the 15-minute budget; see its load average in bench.json).")  # fmt: skip
     missing = q.get("missing") or []
     if missing:
         why = f" ({q['note']})" if q.get("note") else ""
-        lines += [f"Not run{why}: {len(missing)} of the planned runs:", "", "```bash",
+        lines += [f"Not run yet{why}: {len(missing)} of the planned runs:", "", "```bash",
                   *(m["command"] for m in missing), "```", ""]  # fmt: skip
-        verdicts.append(f"Quality on CPU: {len(missing)} planned run(s) not run{why}; commands below.")
+        verdicts.append(f"Quality on CPU: {len(missing)} planned run(s) not run yet{why}; commands below.")
     return lines, verdicts
 
 
-def against_supervised(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per ratio (and per family: runs without, then with a validation list): each variant's
-    test Dice minus the supervised baseline's of the same family.
-
-    Why: the question a reader brings is whether the unlabelled images helped; a difference
-    inside the spread is said to be within noise rather than called a gain or a loss.  Runs with a
-    validation list (``<method>+valN``) are compared on the best-on-validation model, the one a
-    user would keep.
-    """
-    lines = []
-    for ratio in sorted({r["ratio"] for r in rows}):
-        here = [r for r in rows if r["ratio"] == ratio]
-        for suffix in sorted({r["variant"].partition("+")[2] for r in here}):
-            family = {r["variant"]: r for r in here if r["variant"].partition("+")[2] == suffix}
-            line = _against_baseline(ratio, family, suffix)
-            if line:
-                lines.append(line)
-    return lines
-
-
-def held_out_pairs(rows: list[dict[str, Any]]) -> list[str]:
-    """One line: how far test Dice (last) moved between runs that differ only by the held-out images.
-
-    Why: a run with ``--val N`` trains on the same labelled images, seed and schedule as its twin,
-    less N unlabelled images; the change between the two is a floor for run-to-run noise that the
-    one-seed comparisons above cannot show.
-    """
-    index = {(r["ratio"], r["variant"]): r for r in rows if r.get("dice_last") is not None}
-    parts = []
-    for (ratio, variant), r in index.items():
-        base, _, suffix = variant.partition("+")
-        twin = index.get((ratio, base)) if suffix else None
-        if twin is not None:
-            parts.append(f"{base} at {ratio.replace('_', '/')} {twin['dice_last']:.3f} -> {r['dice_last']:.3f}")
-    if not parts:
-        return []
-    return ["Same run less the held-out validation images (test Dice of the last model; supervised runs "
-            "train on identical data): " + "; ".join(parts) + "."]
-
-
-def _against_baseline(ratio: str, family: dict[str, dict[str, Any]], suffix: str) -> str | None:
-    key = "dice_best" if suffix else "dice_last"
-    here = {name: r for name, r in family.items() if r.get(key) is not None}
-    base_name = f"supervised+{suffix}" if suffix else "supervised"
-    base = here.get(base_name)
-    if base is None or len(here) < 2:
-        return None
-    parts = []
-    for name, r in here.items():
-        if name == base_name:
-            continue
-        delta = r[key] - base[key]
-        spread = [v for v in (r.get(f"{key}_std"), base.get(f"{key}_std")) if v is not None]
-        # One seed: the spread is over test images, so the noise is the 95% half-width of a mean of
-        # n images (1.96 sd / sqrt(n)); several seeds: the larger std over seeds.
-        n = next((run_n for run_n in (r.get("n_images"), base.get("n_images")) if run_n), None)
-        over_images = r.get(f"{key}_std_over") == "images"
-        noise = (1.96 * max(spread) / n ** 0.5 if over_images and n else max(spread)) if spread else None
-        word = "within noise" if noise is not None and abs(delta) <= noise else ("better" if delta > 0 else "worse")
-        parts.append(f"{name} {r[key]:.3f} ({delta:+.3f}, {word})")
-    what = "Test Dice" if not suffix else f"Test Dice of the best-on-validation model ({suffix[3:]} images held out)"
-    return f"{what} at {ratio.replace('_', '/')} against {base_name} {base[key]:.3f}: " + "; ".join(parts) + "."
-
-
-def _pm(row: dict[str, Any], key: str, digits: int) -> str | None:
-    if row.get(key) is None:
-        return None
-    std = row.get(f"{key}_std")
-    mark = " img" if row.get(f"{key}_std_over") == "images" else ""
-    return f"{row[key]:.{digits}f} +- {std:.{digits}f}{mark}" if std is not None else f"{row[key]:.{digits}f}"
+def throughput_section(t: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Features off / on in one run: synthetic steps, the real-data pipeline, memory."""
+    lines = ["### Training throughput, speed features off and on (CPU)", "",
+             f"`{t['command']}`: {hardware(t['environment'])}; {t.get('wall_s')} s in all (docs/speed.md says what each feature is).", ""]
+    verdicts = []
+    if t.get("steps"):
+        lines += [table(t["steps"], ["model", "size", "batch", "variant", "step_ms", "images_per_s"]), ""]
+        for v in t.get("step_verdicts", []):
+            if "ours_over_naive" in v:
+                verdicts.append(f"Paper network RA-BUSSeg step at {v['size']} px: {v['ours_over_naive']:.2f}x the plain step's time "
+                                f"(target <= 0.8x: {'reached' if v['met'] else 'MISSED'}); {v['speedup_on_over_off']:.2f}x faster than before.")
+            else:
+                verdicts.append(f"{v['model']} RA-BUSSeg step at {v['size']} px: {v['speedup_on_over_off']:.2f}x the images/s of "
+                                f"before (target {v.get('target')}: {'reached' if v.get('met') else 'MISSED'}).")
+    if t.get("pipeline"):
+        pv = t["pipeline_verdict"]
+        lines += [f"Real data ({t['pipeline_data']}):", "",
+                  table(t["pipeline"], ["variant", "steps", "wall_s", "images_per_s", "data_share", "data_ms_per_step"]), ""]
+        verdicts.append(f"cpu_small training on real data: {pv['speedup']:.2f}x the images/s of before "
+                        f"({pv['images_per_s_off']:.1f} -> {pv['images_per_s_on']:.1f}; target {pv['target']}: "
+                        f"{'reached' if pv['met'] else 'MISSED'}).")  # fmt: skip
+    if t.get("memory"):
+        lines += ["Peak memory growth of one training step:", "",
+                  table(t["memory"], ["model", "size", "batch", "variant", "peak_growth_mib", "step_s"]), ""]
+        by = {(r["model"], r["variant"]): r["peak_growth_mib"] for r in t["memory"]}
+        for model in sorted({r["model"] for r in t["memory"]}):
+            off, on = by.get((model, "off")), by.get((model, "on"))
+            if off is not None and on is not None:
+                verdicts.append(f"{model} step at {t['memory'][0]['size']} px: peak memory {off:.0f} -> {on:.0f} MiB "
+                                f"(target: not higher: {'reached' if on <= off else 'MISSED'}).")
+    return lines, verdicts
 
 
 def gpu_section(g: dict[str, Any] | None) -> tuple[list[str], list[str]]:
@@ -216,7 +190,7 @@ def gpu_section(g: dict[str, Any] | None) -> tuple[list[str], list[str]]:
 
 def render(results: Path) -> str:
     """The whole section as markdown (without the markers)."""
-    speed, quality, gpu = (load(results / f"{n}.json") for n in ("speed", "quality", "gpu_quality"))
+    speed, quality, gpu, throughput = (load(results / f"{n}.json") for n in ("speed", "quality", "gpu_quality", "throughput"))
     lines = ["## Results", "",
              ("Generated by `python benchmarks/make_results.py` from `benchmarks/results/*.json`; do not edit by hand.  "
               "The machines are shared and noisy: compare ratios measured in one run, not absolute times across runs."), ""]  # fmt: skip
@@ -229,6 +203,10 @@ def render(results: Path) -> str:
     else:
         body += ["### Speed and memory", "", "Not run: `python benchmarks/speed.py`.", ""]
         verdicts.append("Speed benchmark: not run.")
+    if throughput:
+        part, v = throughput_section(throughput)
+        body += part
+        verdicts += v
     if quality:
         part, v = quality_section(quality)
     else:

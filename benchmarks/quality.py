@@ -1,34 +1,33 @@
-"""Segmentation quality on BUSI on a CPU: the cpu_small configuration, method by method.
+"""Segmentation quality on BUSI on a CPU, method by method and seed by seed, compared image by image.
 
-    python benchmarks/quality.py prepare                     # writable BUSI view + the 1/8 split (seed 0)
-    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0
-    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0 --ablation no_cra
-    python benchmarks/quality.py run --method ra_busseg --ratio 1_2 --seed 0 --val 30   # + best-on-validation
-    python benchmarks/quality.py plan                        # every run's command, done or not
-    python benchmarks/quality.py table                       # assemble what exists -> results/quality.json
+    python benchmarks/quality.py prepare                              # BUSI working copy + the 1/8 split (seed 0)
+    python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0
+    python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0 --ablation no_cra
+    python benchmarks/quality.py plan                                 # every planned run, done or todo
+    python benchmarks/quality.py table                                # results/quality.json + quality.png
 
-Data: BUSI from the shared datasets folder is never written to.  ``prepare`` makes
-``benchmarks/work/busi``: symbolic links to its images, masks and metadata, a copy of its
-``splits/`` (the paper's 1/2 lists and test list), and a 1/8 split drawn there by
-``rabusseg data split benchmarks/work/busi --labeled 1/8 --seed 0``.  Both ratios read images
-through that folder.
+Protocol (issue 11): the ``cpu_small`` recipe; per ratio (the paper's 1/2 lists, and 1/8 drawn by
+``rabusseg data split --labeled 1/8 --seed 0``) ``supervised``, ``mean_teacher`` and ``ra_busseg``
+with 3 seeds, ``fixmatch`` and RA-BUSSeg without ARP / without CRA at 1/8 with fewer.  Every run
+holds 30 images of its unlabelled list out as a validation list (so every method has best.pt
+and student/teacher validation curves; the labelled set keeps its size) and monitors the
+pseudo-labels of 30 other unlabelled images against their masks (``train.monitor_unlabeled``;
+the masks never reach a loss).  The test list is read only by the final evaluation of the last
+model, whose per-image scores (``eval/test_last/per_image.csv``) the table pairs.
 
-Runs: one at a time (each at most about 30 minutes on 2 cores), with ``rabusseg``'s training
-API, into ``benchmarks/runs/<ratio>/<variant>_s<seed>/`` (a standard run directory plus
-``bench.json``: command, hardware, wall time, load average).  Every ratio takes the 1/2 split's
-number of optimiser steps per epoch (``train.steps_per_epoch``), so a 1/8 run costs what a 1/2
-run costs: without it the 1/8 epoch (sized by its larger unlabelled list) would be 1.75 times
-longer.  The ablation (``ra_busseg`` with ``method.arp=false`` or ``method.cra=false``) runs at 1/2.
+Table, per ratio: mean over seeds of test Dice / IoU / HD95 (last model) with the std over seeds;
+against ``supervised`` and against ``mean_teacher``: the paired per-image Dice difference (each
+image's difference averaged over the seeds both methods have), its 95% bootstrap interval over
+the test images, and the spread of the per-seed mean differences; the last pseudo-label scores.
 
-Table: test Dice, IoU and HD95 (pixels of the original image) of the last model, mean over seeds
-+- std over seeds (with one seed: +- std over test images, marked ``img``); the best-on-validation
-model beside it for the runs with a validation list (``--val N``: N images held out of the
-unlabelled list, so the labelled set keeps its size; the variant is then named ``<method>+valN``).
+Runs go to ``benchmarks/runs/quality/<ratio>/<variant>_s<seed>/`` with ``bench.json`` (command,
+hardware, wall time, load average): one heavy job at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _busi import RATIOS, WORK_ROOT, carve_validation, prepare_data, shared_busi  # noqa: E402
-from _common import (
+from _common import (  # noqa: E402
     BENCH_DIR,
     REPO_ROOT,
     RESULTS_DIR,
@@ -45,9 +44,7 @@ from _common import (
     cpu_seconds,
     environment,
     finite_or_none,
-    halfwidth95,
     load_average,
-    median,
     passive_openmp,
     print_table,
     write_json,
@@ -56,87 +53,78 @@ from _common import (
 PRESET = "cpu_small"
 METHODS = ("supervised", "mean_teacher", "fixmatch", "ra_busseg")
 ABLATIONS = {"no_arp": ["method.arp=false"], "no_cra": ["method.cra=false"]}
-ABLATION_RATIO = "1_2"
 METRICS = ("dice", "iou", "hd95")
-RUNS_DIR = BENCH_DIR / "runs"
-RUN_LIMIT_S = 30 * 60
+RUNS_DIR = BENCH_DIR / "runs" / "quality"
 VAL_IMAGES = 30
-"""Validation images the planned best-on-validation runs hold out (``run --val 30``)."""
+MONITOR_IMAGES = 30
+RUN_LIMIT_S = 15 * 60
+BASELINES = ("supervised", "mean_teacher")
+TARGETS = {"1_8": 0.03, "1_2": 0.015}
+"""RA-BUSSeg over supervised, paired Dice difference (issue 11), CI above zero."""
+N_BOOT = 10000
 
 
-# ----------------------------------------------------------------------------- data
+def planned(seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
+    """The benchmark's runs, most informative first (1/8 before 1/2, the three main methods first)."""
+    plan = []
+    for ratio in ("1_8", "1_2"):
+        for seed in seeds:
+            plan += [(m, ratio, seed, None) for m in ("supervised", "mean_teacher", "ra_busseg")]
+    plan += [("fixmatch", "1_8", 0, None), ("ra_busseg", "1_8", 0, "no_arp"), ("ra_busseg", "1_8", 0, "no_cra"),
+             ("fixmatch", "1_2", 0, None)]  # fmt: skip
+    return [{"method": m, "ratio": r, "seed": s, "ablation": a, "variant": variant_name(m, a),
+             "command": run_command(m, r, s, a)} for m, r, s, a in plan]  # fmt: skip
 
 
-def split_sizes(root: Path) -> dict[str, dict[str, int]]:
-    """Number of ids in each ratio's labelled and unlabelled list."""
-    from rabusseg.data.folder import DatasetFolder
+def variant_name(method: str, ablation: str | None) -> str:
+    return f"{method}-{ablation}" if ablation else method
 
-    folder = DatasetFolder(root)
-    return {r: {k: len(folder.split(f"{r}/{k}")) for k in ("labeled", "unlabeled")}
-            for r in RATIOS if (root / "splits" / r).is_dir()}  # fmt: skip
+
+def run_command(method: str, ratio: str, seed: int, ablation: str | None = None) -> str:
+    return f"python benchmarks/quality.py run --method {method} --ratio {ratio} --seed {seed}" + (
+        f" --ablation {ablation}" if ablation else "")
+
+
+def run_dir_of(runs: Path, ratio: str, variant: str, seed: int) -> Path:
+    return runs / ratio / f"{variant}_s{seed}"
 
 
 # ----------------------------------------------------------------------------- runs
 
 
-def variant_name(method: str, ablation: str | None, val: int = 0) -> str:
-    """``ra_busseg``, ``ra_busseg-no_cra``; ``+val30`` when 30 images were held out for validation."""
-    return (f"{method}-{ablation}" if ablation else method) + (f"+val{val}" if val else "")
-
-
-def variant_order(variant: str) -> tuple[int, int]:
-    """Table order: methods, then the ablation; runs without a validation list before those with one."""
-    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
-    base, _, val = variant.partition("+val")
-    return (1 if val else 0, order.index(base) if base in order else len(order))
-
-
-def run_dir_of(runs: Path, ratio: str, method: str, seed: int, ablation: str | None = None, val: int = 0) -> Path:
-    return runs / ratio / f"{variant_name(method, ablation, val)}_s{seed}"
-
-
-def run_command(method: str, ratio: str, seed: int, ablation: str | None = None, val: int = 0) -> str:
-    extra = (f" --ablation {ablation}" if ablation else "") + (f" --val {val}" if val else "")
-    return f"python benchmarks/quality.py run --method {method} --ratio {ratio} --seed {seed}{extra}"
-
-
-def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str | None) -> list[str]:
-    """The ``--set`` list of one run: data lists, method, seed, equal steps per epoch, ablation switch."""
-    from rabusseg.config import load_config
-    from rabusseg.data.folder import DatasetFolder
-
-    batch = load_config(PRESET).train.batch_size
-    steps = len(DatasetFolder(root).split("1_2/unlabeled")) // batch
-    out = [f"data.root={root}", f"data.labeled={ratio}/labeled", f"data.unlabeled={ratio}/unlabeled",
-           f"method.name={method}", f"train.seed={seed}", f"train.steps_per_epoch={steps}", "train.progress=false"]  # fmt: skip
+def run_overrides(root: Path, method: str, ratio: str, seed: int, ablation: str | None, lists: Path,
+                  val: int = VAL_IMAGES, monitor: int = MONITOR_IMAGES) -> list[str]:  # fmt: skip
+    """Data lists (validation carved from the unlabelled list), method, seed, monitor, ablation switch."""
+    unlabeled, val_list = carve_validation(root, ratio, val, lists / ratio)
+    out = [f"data.root={root}", f"data.labeled={ratio}/labeled", f"data.unlabeled={unlabeled}", f"data.val={val_list}",
+           "data.test=test", f"method.name={method}", f"train.seed={seed}", "train.progress=false",
+           f"train.monitor_unlabeled={monitor if method != 'supervised' else 0}"]  # fmt: skip
     return out + (ABLATIONS[ablation] if ablation else [])
 
 
 def do_run(args: argparse.Namespace) -> Path:
-    """Train one (method, ratio, seed[, ablation]) with the training API; write ``bench.json`` beside it."""
+    """Train one (method, ratio, seed[, ablation]) with the training API; ``bench.json`` beside it."""
     from rabusseg.config import load_config
     from rabusseg.engine.trainer import train
 
     root = args.root or prepare_data(shared_busi())
-    out = run_dir_of(args.runs, args.ratio, args.method, args.seed, args.ablation, args.val)
-    overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation)
-    if args.val:
-        unlabeled, val = carve_validation(root, args.ratio, args.val, args.runs / "lists" / f"{args.ratio}_val{args.val}")
-        overrides += [f"data.unlabeled={unlabeled}", f"data.val={val}"]
-    overrides += args.overrides
+    variant = variant_name(args.method, args.ablation)
+    out = run_dir_of(args.runs, args.ratio, variant, args.seed)
+    overrides = run_overrides(root, args.method, args.ratio, args.seed, args.ablation, args.runs / "lists",
+                              args.val, args.monitor) + args.overrides  # fmt: skip
     config = load_config(args.preset, overrides)
     env = environment("cpu")
-    print(f"{run_command(args.method, args.ratio, args.seed, args.ablation, args.val)} -> {out} (load {env['load_average_start']})",
+    print(f"{run_command(args.method, args.ratio, args.seed, args.ablation)} -> {out} (load {env['load_average_start']})",
           flush=True)  # fmt: skip
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result = train(config, out, overwrite=args.overwrite)
     wall = time.perf_counter() - started
     env["load_average_end"] = load_average()
     env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / wall, 2)
-    bench = {"command": command_line(), "preset": args.preset, "overrides": overrides, "method": args.method,
-             "ratio": args.ratio, "seed": args.seed, "ablation": args.ablation, "val": args.val, "environment": env,
-             "wall_s": round(wall, 1), "steps": result.step, "within_30_min": wall <= RUN_LIMIT_S}  # fmt: skip
-    write_json(out / "bench.json", bench)
+    write_json(out / "bench.json", {"command": command_line(), "preset": args.preset, "overrides": overrides,
+                                    "method": args.method, "ratio": args.ratio, "seed": args.seed,
+                                    "ablation": args.ablation, "environment": env, "wall_s": round(wall, 1),
+                                    "steps": result.step, "within_budget": wall <= RUN_LIMIT_S})  # fmt: skip
     last = result.summary.get("test_last") or {}
     print(f"done in {wall / 60:.1f} min: test Dice (last) {last.get('dice', {}).get('mean')}", flush=True)
     return out
@@ -145,28 +133,47 @@ def do_run(args: argparse.Namespace) -> Path:
 # ----------------------------------------------------------------------------- table
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 
 
+def per_image(run: Path, metric: str = "dice") -> dict[str, float]:
+    path = run / "eval" / "test_last" / "per_image.csv"
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8") as handle:
+        return {r["id"]: float(r[metric]) for r in csv.DictReader(handle) if r.get(metric) not in (None, "", "nan")}
+
+
+def last_pseudo(run: Path) -> dict[str, Any] | None:
+    """The last pseudo-label monitor row of a run (``metrics.jsonl``), or None."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if '"pseudo"' in line]
+    return rows[-1] if rows else None
+
+
 def collect_runs(runs: Path) -> list[dict[str, Any]]:
-    """One record per run directory ``<ratio>/<variant>_s<seed>`` (finished or not)."""
+    """One record per finished run directory ``<ratio>/<variant>_s<seed>``."""
     out = []
     for run in sorted(runs.glob("*/*_s*")):
-        if not run.is_dir() or run.parent.name not in RATIOS:
+        summary = _read_json(run / "summary.json")
+        if not run.is_dir() or run.parent.name not in RATIOS or summary is None:
             continue
         variant, _, seed = run.name.rpartition("_s")
-        summary, bench = _read(run / "summary.json"), _read(run / "bench.json") or {}
-        record: dict[str, Any] = {"ratio": run.parent.name, "variant": variant, "seed": int(seed) if seed.isdigit() else seed,
-                                  "path": str(run), "finished": summary is not None, "wall_s": bench.get("wall_s"),
-                                  "steps": (summary or {}).get("step"), "environment": bench.get("environment")}  # fmt: skip
-        for which in ("test_last", "test_best"):
-            part = (summary or {}).get(which) or {}
-            record[which] = {m: {"mean": part[m]["mean"], "std": part[m]["std"]} for m in METRICS if m in part} or None
-        record["n_images"] = ((summary or {}).get("test_last") or {}).get("n_images")
+        bench = _read_json(run / "bench.json") or {}
+        last = summary.get("test_last") or {}
+        record = {"ratio": run.parent.name, "variant": variant, "seed": int(seed), "path": str(run),
+                  "wall_s": bench.get("wall_s"), "steps": summary.get("step"), "environment": bench.get("environment"),
+                  "n_images": last.get("n_images"), "pseudo": last_pseudo(run)}  # fmt: skip
+        for metric in METRICS:
+            record[metric] = finite_or_none((last.get(metric) or {}).get("mean"))
+        best = summary.get("test_best") or {}
+        record["dice_best"] = finite_or_none((best.get("dice") or {}).get("mean"))
         out.append(record)
     return out
 
@@ -183,130 +190,133 @@ def _std(values: list[float]) -> float | None:
 
 
 def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (ratio, variant): per metric the mean over seeds and its spread."""
+    """One row per (ratio, variant): mean and std over seeds of each metric, wall time, pseudo-label scores."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
-        if r["finished"]:
-            groups.setdefault((r["ratio"], r["variant"]), []).append(r)
+        groups.setdefault((r["ratio"], r["variant"]), []).append(r)
+    order = [*METHODS, *(variant_name("ra_busseg", a) for a in ABLATIONS)]
     rows = []
-    for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], variant_order(kv[0][1]))):
+    for (ratio, variant), runs in sorted(groups.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]) if kv[0][1] in order else 99)):
         row: dict[str, Any] = {"ratio": ratio, "variant": variant, "seeds": sorted(r["seed"] for r in runs),
-                               "wall_min": median([r["wall_s"] / 60 for r in runs if r["wall_s"]]) if any(r["wall_s"] for r in runs) else None,
-                               "n_images": runs[0].get("n_images")}  # fmt: skip
-        for which, tag in (("test_last", "last"), ("test_best", "best")):
-            for metric in METRICS:
-                vals = [r[which][metric]["mean"] for r in runs if r[which] and r[which].get(metric, {}).get("mean") is not None]
-                if not vals:
-                    continue
-                spread = _std(vals)
-                by_images = spread is None
-                if by_images:
-                    spread = (runs[0][which] or {}).get(metric, {}).get("std")
-                row[f"{metric}_{tag}"] = finite_or_none(_mean(vals))
-                row[f"{metric}_{tag}_std"] = finite_or_none(spread)
-                row[f"{metric}_{tag}_std_over"] = "images" if by_images else "seeds"
+                               "n_images": runs[0]["n_images"],
+                               "wall_min": _mean([r["wall_s"] / 60 for r in runs if r["wall_s"]])}  # fmt: skip
+        for metric in (*METRICS, "dice_best"):
+            vals = [r[metric] for r in runs if r[metric] is not None]
+            row[metric], row[f"{metric}_seed_std"] = _mean(vals), _std(vals)
+        pseudo = [r["pseudo"] for r in runs if r["pseudo"]]
+        for key in ("pl_dice", "student_dice", "kept_share", "kept_accuracy", "dropped_accuracy"):
+            vals = [p[key] for p in pseudo if isinstance(p.get(key), (int, float))]
+            row[f"pseudo_{key}"] = _mean(vals)
         rows.append(row)
     return rows
 
 
-def cell(row: dict[str, Any], key: str, digits: int) -> str:
-    """``0.712 +- 0.031`` (``img`` when the spread is over test images, not seeds)."""
-    if row.get(key) is None:
-        return "-"
-    std = row.get(f"{key}_std")
-    mark = " img" if row.get(f"{key}_std_over") == "images" else ""
-    return f"{row[key]:.{digits}f} +- {std:.{digits}f}{mark}" if std is not None else f"{row[key]:.{digits}f}"
+def paired_difference(records: list[dict[str, Any]], ratio: str, variant: str, baseline: str,
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any] | None:  # fmt: skip
+    """Per-image Dice of ``variant`` minus ``baseline`` on the same test images, averaged over their common seeds.
+
+    Returns the mean difference, its 95% bootstrap interval over images, the per-seed mean
+    differences and their std, wins / losses (images better / worse), or None without common seeds.
+    """
+    import numpy as np
+
+    by_seed = {k: {r["seed"]: r for r in records if r["ratio"] == ratio and r["variant"] == k} for k in (variant, baseline)}
+    seeds = sorted(by_seed[variant].keys() & by_seed[baseline].keys())
+    if not seeds:
+        return None
+    scores = {k: [per_image(Path(by_seed[k][s]["path"])) for s in seeds] for k in (variant, baseline)}
+    ids = sorted(set.intersection(*(set(d) for d in scores[variant] + scores[baseline])))
+    if not ids:
+        return None
+    diffs = np.array([[scores[variant][j][i] - scores[baseline][j][i] for i in ids] for j in range(len(seeds))])  # (S, N)
+    per_image_diff = diffs.mean(axis=0)  # (N,)
+    rng = np.random.default_rng(seed)
+    boots = per_image_diff[rng.integers(0, len(ids), (n_boot, len(ids)))].mean(axis=1)
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    per_seed = diffs.mean(axis=1).tolist()
+    return {"ratio": ratio, "variant": variant, "baseline": baseline, "seeds": seeds, "n_images": len(ids),
+            "mean_diff": float(per_image_diff.mean()), "ci_low": float(lo), "ci_high": float(hi),
+            "per_seed_diff": [round(d, 4) for d in per_seed], "per_seed_std": _std(per_seed),
+            "wins": int((per_image_diff > 0).sum()), "losses": int((per_image_diff < 0).sum())}  # fmt: skip
 
 
-def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def verdicts(pairs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets, one line per ratio: RA-BUSSeg over supervised (paired, CI > 0) and above mean teacher."""
     out = []
-    for r in rows:
-        d = {"ratio": r["ratio"], "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),
-             "min/run": f"{r['wall_min']:.1f}" if r.get("wall_min") else "-"}  # fmt: skip
-        for metric, digits in (("dice", 3), ("iou", 3), ("hd95", 1)):
-            d[f"{metric} (last)"] = cell(r, f"{metric}_last", digits)
-        d["dice (best val)"] = cell(r, "dice_best", 3)
-        out.append(d)
+    for ratio, target in TARGETS.items():
+        sup = next((p for p in pairs if p["ratio"] == ratio and p["variant"] == "ra_busseg" and p["baseline"] == "supervised"), None)
+        mt = next((p for p in pairs if p["ratio"] == ratio and p["variant"] == "ra_busseg" and p["baseline"] == "mean_teacher"), None)
+        if sup is None:
+            out.append({"ratio": ratio, "target": f"+{target:.3f} over supervised, CI > 0; above mean teacher", "measured": None, "met": None})
+            continue
+        met = sup["mean_diff"] >= target and sup["ci_low"] > 0 and (mt is None or mt["mean_diff"] > 0)
+        seeds_ok = len(sup["seeds"]) >= 3
+        out.append({"ratio": ratio, "target": f"+{target:.3f} over supervised, CI > 0; above mean teacher",
+                    "measured": f"{sup['mean_diff']:+.3f} [{sup['ci_low']:+.3f}, {sup['ci_high']:+.3f}] over {len(sup['seeds'])} seed(s)"
+                                + (f"; vs mean teacher {mt['mean_diff']:+.3f} [{mt['ci_low']:+.3f}, {mt['ci_high']:+.3f}]" if mt else ""),
+                    "met": bool(met and seeds_ok), "seeds_complete": seeds_ok})  # fmt: skip
     return out
 
 
-def planned(seeds: list[int], val: int = 0) -> list[dict[str, Any]]:
-    """Every run of the benchmark: methods x ratios x seeds, the ablation at one ratio; with ``val``
-    the methods x ratios x seeds again with a validation list (the best-on-validation column)."""
-    plan = [(m, r, s, None, 0) for r in RATIOS for m in METHODS for s in seeds]
-    plan += [("ra_busseg", ABLATION_RATIO, s, a, 0) for a in ABLATIONS for s in seeds]
-    if val:
-        plan += [(m, r, s, None, val) for r in RATIOS for m in METHODS for s in seeds]
-    return [{"method": m, "ratio": r, "seed": s, "ablation": a, "val": v, "variant": variant_name(m, a, v),
-             "command": run_command(m, r, s, a, v)} for m, r, s, a, v in plan]  # fmt: skip
-
-
-def plot_quality(rows: list[dict[str, Any]], path: Path) -> Path | None:
-    """Bar chart of test Dice (last) per variant, grouped by ratio; error bars: 95% of the mean.
-
-    With one seed the bar is 1.96 sd / sqrt(n test images); with several, 1.96 x the std over
-    seeds.  Written beside ``quality.json`` so the README can show it.
-    """
+def plot_differences(pairs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Forest plot: each method's paired Dice difference from the baselines, with its 95% interval."""
     from matplotlib.figure import Figure
 
-    rows = [r for r in rows if r.get("dice_last") is not None]
-    # The runs with a validation list repeat the others' training (less N unlabelled images): one set of bars.
-    rows = [r for r in rows if "+val" not in r["variant"]] or rows
-    if not rows:
+    if not pairs:
         return None
-    ratios = sorted({r["ratio"] for r in rows})
-    variants = sorted({r["variant"] for r in rows}, key=variant_order)
-    width = 0.8 / len(variants)
-    fig = Figure(figsize=(1.6 + 1.3 * len(ratios) * max(1, len(variants)) * 0.45, 3.6))
+    fig = Figure(figsize=(7.5, 0.5 + 0.42 * len(pairs)))
     ax = fig.subplots()
-    for k, variant in enumerate(variants):
-        xs, ys, errs = [], [], []
-        for i, ratio in enumerate(ratios):
-            row = next((r for r in rows if r["ratio"] == ratio and r["variant"] == variant), None)
-            if row is None:
-                continue
-            xs.append(i + (k - (len(variants) - 1) / 2) * width)
-            ys.append(row["dice_last"])
-            errs.append(halfwidth95(row) or 0.0)
-        ax.bar(xs, ys, width * 0.95, yerr=errs, capsize=3, label=variant)
-    ax.set_xticks(range(len(ratios)), [f"{r.replace('_', '/')} labelled" for r in ratios])
-    ax.set_ylabel("test Dice (last model)")
-    ax.set_ylim(0, 1)
-    ax.legend(loc="upper right", fontsize=8, ncols=2)
-    ax.set_title("BUSI, cpu_small: test Dice by method (95% interval of the mean)", fontsize=9)
+    labels = []
+    for k, p in enumerate(pairs):
+        color = "#2563eb" if p["baseline"] == "supervised" else "#f59e0b"
+        ax.errorbar(p["mean_diff"], k, xerr=[[p["mean_diff"] - p["ci_low"]], [p["ci_high"] - p["mean_diff"]]],
+                    fmt="o", color=color, capsize=3)  # fmt: skip
+        labels.append(f"{p['ratio'].replace('_', '/')}  {p['variant']} - {p['baseline']}  ({len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''})")
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(pairs)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired test Dice difference (per image, mean over seeds); 95% bootstrap interval")
+    ax.set_title("BUSI, cpu_small: what the unlabelled images add", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
 
 
 def do_table(args: argparse.Namespace) -> dict[str, Any]:
-    """Assemble the runs that exist into ``quality.json`` and print the table."""
+    """Assemble the finished runs into ``quality.json`` (+ the plot) and print the tables."""
     records = collect_runs(args.runs)
     rows = aggregate(records)
-    finished = {(r["ratio"], r["variant"], r["seed"]) for r in records if r["finished"]}
-    missing = [p for p in planned(args.seeds, args.val) if (p["ratio"], p["variant"], p["seed"]) not in finished]
-    root = WORK_ROOT if WORK_ROOT.is_dir() else None
-    result = {
-        "benchmark": "quality",
-        "command": command_line(),
-        "environment": environment("cpu"),
-        "preset": args.preset,
-        "data": {"source": "busi (shared datasets folder, read through benchmarks/work/busi)",
-                 "splits": split_sizes(root) if root else None, "test_list": "test",
-                 "ratios": {r: ("the paper's lists" if o == "paper" else f"rabusseg data split --labeled {o} --seed 0")
-                            for r, o in RATIOS.items()}},
-        "metrics": {"dice": "mean over test images", "iou": "mean over test images",
-                    "hd95": "pixels of the original image, mean over images where defined"},
-        "rows": rows,
-        "runs": records,
-        "missing": missing,
-        "note": args.note,
-    }
-    print_table(f"test quality, {args.preset} (mean +- std over seeds; 'img': over test images)", display_rows(rows),
-                ["ratio", "variant", "seeds", "min/run", "dice (last)", "iou (last)", "hd95 (last)", "dice (best val)"])  # fmt: skip
+    pairs = []
+    for ratio in sorted({r["ratio"] for r in records}):
+        for variant in sorted({r["variant"] for r in records if r["ratio"] == ratio}):
+            for baseline in BASELINES:
+                if variant != baseline and not (baseline == "mean_teacher" and variant == "supervised"):
+                    p = paired_difference(records, ratio, variant, baseline)
+                    if p:
+                        pairs.append(p)
+    done = {(r["ratio"], r["variant"], r["seed"]) for r in records}
+    missing = [p for p in planned(tuple(args.seeds)) if (p["ratio"], p["variant"], p["seed"]) not in done]
+    result = {"benchmark": "quality", "command": command_line(), "environment": environment("cpu"), "preset": args.preset,
+              "protocol": {"validation": f"{VAL_IMAGES} images held out of each run's unlabelled list",
+                           "monitor": f"pseudo-labels of {MONITOR_IMAGES} unlabelled images scored against their masks",
+                           "reported": "last model on the test list (129 images); paired over images",
+                           "bootstrap": N_BOOT, "budget_s": RUN_LIMIT_S},
+              "rows": rows, "pairs": pairs, "verdicts": verdicts(pairs, rows), "runs": records, "missing": missing,
+              "note": args.note}  # fmt: skip
+    shown = [{"ratio": r["ratio"].replace("_", "/"), "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),
+              "min/run": r["wall_min"], "dice": r["dice"], "dice sd(seeds)": r["dice_seed_std"], "iou": r["iou"],
+              "hd95": r["hd95"], "pseudo-label dice": r["pseudo_pl_dice"], "student dice (unl.)": r["pseudo_student_dice"]}
+             for r in rows]  # fmt: skip
+    print_table(f"test quality, {args.preset}: last model, mean over seeds", shown, list(shown[0]) if shown else ["ratio"])
+    print_table("paired per-image test Dice differences", [
+        {"ratio": p["ratio"], "comparison": f"{p['variant']} - {p['baseline']}", "seeds": ",".join(map(str, p["seeds"])),
+         "mean": p["mean_diff"], "ci95": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]", "per seed": p["per_seed_diff"],
+         "wins/losses": f"{p['wins']}/{p['losses']}"} for p in pairs], ["ratio", "comparison", "seeds", "mean", "ci95", "per seed", "wins/losses"])  # fmt: skip
+    print_table("targets", result["verdicts"], ["ratio", "target", "measured", "met"])
     if missing:
-        print(f"\n{len(missing)} planned run(s) not done, e.g.:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
-    figure = plot_quality(rows, args.output.with_suffix(".png"))
+        print(f"\n{len(missing)} planned run(s) not done, next:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
+    figure = plot_differences(pairs, args.output.with_suffix(".png"))
     if figure is not None:
         resolved = figure.resolve()
         result["figure"] = str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
@@ -326,14 +336,13 @@ def main(argv: list[str] | None = None) -> Any:
     p_run.add_argument("--ablation", choices=list(ABLATIONS), default=None, help="ra_busseg with ARP or CRA off")
     p_run.add_argument("--overwrite", action="store_true", help="move an existing run directory aside and start again")
     p_run.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override key=value")
+    p_run.add_argument("--val", type=int, default=VAL_IMAGES, help="unlabelled images held out as the validation list")
+    p_run.add_argument("--monitor", type=int, default=MONITOR_IMAGES, help="unlabelled images whose pseudo-labels are scored")
     for p in (p_run, sub.add_parser("table", help="assemble results/quality.json"), sub.add_parser("plan", help="list the runs")):
         p.add_argument("--runs", type=Path, default=RUNS_DIR)
         p.add_argument("--preset", default=PRESET)
         p.add_argument("--root", type=Path, default=None, help="dataset folder (default: benchmarks/work/busi)")
-        p.add_argument("--seeds", type=int, nargs="+", default=[0])
-        p.add_argument("--val", type=int, default=0 if p is p_run else VAL_IMAGES,
-                       help="run: hold this many unlabelled images out as a validation list (best.pt); "
-                            f"plan/table: the runs planned with such a list (default {VAL_IMAGES}; 0: none)")
+        p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
         p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality.json")
         p.add_argument("--note", default=None, help="table: a remark stored with the results (why runs are missing)")
     args = parser.parse_args(argv)
@@ -345,10 +354,9 @@ def main(argv: list[str] | None = None) -> Any:
             parser.error("--ablation applies to --method ra_busseg")
         return do_run(args)
     if args.verb == "plan":
-        done = {(r["ratio"], r["variant"], r["seed"]) for r in collect_runs(args.runs) if r["finished"]}
-        for p in planned(args.seeds, args.val):
-            state = "done" if (p["ratio"], p["variant"], p["seed"]) in done else "todo"
-            print(f"[{state}] {p['command']}")
+        done = {(r["ratio"], r["variant"], r["seed"]) for r in collect_runs(args.runs)}
+        for p in planned(tuple(args.seeds)):
+            print(f"[{'done' if (p['ratio'], p['variant'], p['seed']) in done else 'todo'}] {p['command']}")
         return None
     return do_table(args)
 

@@ -70,37 +70,60 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
     root, runs, out = _tiny_busi(tmp_path / "data"), tmp_path / "runs", tmp_path / "quality.json"
     tiny = ["model.encoder_weights=null", "model.aspp_channels=8", "model.decoder_channels=8", "model.low_level_channels=8",
             "model.proj_channels=8", "data.resize_to=null", "data.crop_size=64", "data.eval_size=64", "data.num_workers=0",
-            "train.epochs=2", "train.warmup_epochs=1", "train.max_steps=2", "train.batch_size=2",
-            "model.classifier_init_std=1.0"]  # fmt: skip  (random foreground after 2 steps: HD95 is defined)
+            "train.epochs=2", "train.warmup_epochs=1", "train.max_steps=4", "train.batch_size=2", "train.steps_per_epoch=2",
+            "model.classifier_init_std=1.0"]  # fmt: skip  (random foreground after a few steps: HD95 is defined)
     sets = [a for o in tiny for a in ("--set", o)]
-    run_dir = quality.main(["run", "--method", "supervised", "--ratio", "1_2", "--seed", "0", "--root", str(root),
-                            "--runs", str(runs), *sets])  # fmt: skip
-    assert run_dir == runs / "1_2" / "supervised_s0"
+    for method in ("supervised", "mean_teacher"):
+        run_dir = quality.main(["run", "--method", method, "--ratio", "1_2", "--seed", "0", "--root", str(root),
+                                "--runs", str(runs), "--val", "2", "--monitor", "2", *sets])  # fmt: skip
+        assert run_dir == runs / "1_2" / f"{method}_s0" and (run_dir / "checkpoints" / "best.pt").is_file()
     bench = json.loads((run_dir / "bench.json").read_text())
-    assert bench["method"] == "supervised" and bench["wall_s"] > 0 and "environment" in bench
-    assert any(o.startswith("train.steps_per_epoch=") for o in bench["overrides"])
+    assert bench["method"] == "mean_teacher" and bench["wall_s"] > 0 and "environment" in bench
+    assert "train.monitor_unlabeled=2" in bench["overrides"]
 
     data = quality.main(["table", "--runs", str(runs), "--output", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(data))
     assert data["figure"] == str(out.with_suffix(".png").resolve()) and out.with_suffix(".png").stat().st_size > 1000
-    row = data["rows"][0]
-    assert (row["ratio"], row["variant"], row["seeds"]) == ("1_2", "supervised", [0])
-    assert {"dice_last", "iou_last", "hd95_last"} <= row.keys()
-    assert row["dice_last_std_over"] == "images"
-    planned = {(m["ratio"], m["variant"]) for m in data["missing"]}
-    assert ("1_2", "supervised") not in planned and ("1_2", "supervised+val30") in planned  # --val 30 by default
-    assert {("1_8", "fixmatch"), ("1_2", "ra_busseg-no_arp"), ("1_2", "ra_busseg-no_cra")} <= planned
+    assert [(r["variant"], r["seeds"]) for r in data["rows"]] == [("supervised", [0]), ("mean_teacher", [0])]
+    assert data["rows"][1]["pseudo_pl_dice"] is not None and data["rows"][0]["pseudo_pl_dice"] is None
+    (pair,) = data["pairs"]
+    sup, mt = (quality.per_image(runs / "1_2" / f"{m}_s0") for m in ("supervised", "mean_teacher"))
+    assert (pair["variant"], pair["baseline"], pair["n_images"]) == ("mean_teacher", "supervised", len(sup))
+    assert pair["mean_diff"] == pytest.approx(sum(mt[i] - sup[i] for i in sup) / len(sup))
+    assert {v["ratio"]: v["met"] for v in data["verdicts"]} == {"1_8": None, "1_2": None}  # no RA-BUSSeg run yet
+    planned = {(m["ratio"], m["variant"], m["seed"]) for m in data["missing"]}
+    assert ("1_2", "supervised", 0) not in planned and ("1_8", "ra_busseg", 2) in planned
+    assert {("1_8", "fixmatch", 0), ("1_8", "ra_busseg-no_arp", 0), ("1_8", "ra_busseg-no_cra", 0)} <= planned
 
-    # With a validation list: a second row, its own run directory, a best-on-validation Dice.
-    val_dir = quality.main(["run", "--method", "supervised", "--ratio", "1_2", "--seed", "0", "--val", "2",
-                            "--root", str(root), "--runs", str(runs), *sets])  # fmt: skip
-    assert val_dir == runs / "1_2" / "supervised+val2_s0" and (val_dir / "checkpoints" / "best.pt").is_file()
-    assert json.loads((val_dir / "bench.json").read_text())["val"] == 2
-    data = quality.main(["table", "--runs", str(runs), "--output", str(out), "--val", "2"])
-    assert [r["variant"] for r in data["rows"]] == ["supervised", "supervised+val2"]
-    assert data["rows"][0].get("dice_best") is None and 0.0 <= data["rows"][1]["dice_best"] <= 1.0
-    assert "python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0 --val 2" in [
-        m["command"] for m in data["missing"]]
+
+def _fake_run(runs: Path, variant: str, seed: int, dice: dict[str, float]) -> None:
+    run = runs / "1_8" / f"{variant}_s{seed}"
+    (run / "eval" / "test_last").mkdir(parents=True)
+    rows = "".join(f"{i},{d}\n" for i, d in dice.items())
+    (run / "eval" / "test_last" / "per_image.csv").write_text("id,dice\n" + rows)
+    (run / "summary.json").write_text(json.dumps({"step": 1, "test_last": {"n_images": len(dice),
+                                                 "dice": {"mean": sum(dice.values()) / len(dice)}}}))  # fmt: skip
+
+
+def test_quality_paired_difference_by_hand(tmp_path: Path) -> None:
+    """Two seeds, three images: per-image differences averaged over seeds, then over images."""
+    quality = load_script("quality")
+    runs = tmp_path / "runs"
+    _fake_run(runs, "supervised", 0, {"a": 0.5, "b": 0.6, "c": 0.7})
+    _fake_run(runs, "supervised", 1, {"a": 0.4, "b": 0.6, "c": 0.8})
+    _fake_run(runs, "ra_busseg", 0, {"a": 0.6, "b": 0.6, "c": 0.9})  # +0.1, 0, +0.2
+    _fake_run(runs, "ra_busseg", 1, {"a": 0.6, "b": 0.5, "c": 0.8})  # +0.2, -0.1, 0
+    _fake_run(runs, "ra_busseg", 2, {"a": 0.0, "b": 0.0, "c": 0.0})  # no supervised seed 2: not paired
+    records = quality.collect_runs(runs)
+    p = quality.paired_difference(records, "1_8", "ra_busseg", "supervised")
+    assert p["seeds"] == [0, 1] and p["n_images"] == 3
+    assert p["mean_diff"] == pytest.approx((0.15 - 0.05 + 0.1) / 3)
+    assert p["per_seed_diff"] == pytest.approx([0.1, 1 / 30], abs=1e-4)
+    assert p["ci_low"] <= p["mean_diff"] <= p["ci_high"] and p["ci_low"] >= -0.05 and p["ci_high"] <= 0.15
+    assert (p["wins"], p["losses"]) == (2, 1)
+    assert quality.paired_difference(records, "1_8", "ra_busseg", "mean_teacher") is None
+    (v8,) = [v for v in quality.verdicts([p], []) if v["ratio"] == "1_8"]
+    assert v8["met"] is False and v8["seeds_complete"] is False  # +0.067 but only 2 seeds and CI below 0
 
 
 def test_quality_validation_is_held_out_of_the_unlabelled_list(tmp_path: Path) -> None:
@@ -181,27 +204,3 @@ def test_gpu_quality_dry_run_budget() -> None:
     assert set(cmds) == {"paper", "mobilenet"}
     assert cmds["paper"][cmds["paper"].index("--config") + 1] == "busi_1-2"
     assert "train.epochs=6" in cmds["mobilenet"]
-
-
-def test_quality_verdicts_compare_each_variant_with_supervised() -> None:
-    make_results = load_script("make_results")
-    row = {"ratio": "1_2", "dice_last_std": 0.3, "dice_last_std_over": "images", "n_images": 100}
-    rows = [{**row, "variant": "supervised", "dice_last": 0.60},
-            {**row, "variant": "ra_busseg", "dice_last": 0.65},  # +0.05 < 1.96 * 0.3 / 10 = 0.0588
-            {**row, "variant": "mean_teacher", "dice_last": 0.50},  # -0.10: worse
-            {**row, "ratio": "1_8", "variant": "ra_busseg", "dice_last": 0.4}]  # no baseline at 1/8: no line
-    lines = make_results.against_supervised(rows)
-    assert lines == ["Test Dice at 1/2 against supervised 0.600: ra_busseg 0.650 (+0.050, within noise); "
-                     "mean_teacher 0.500 (-0.100, worse)."]
-    # Runs with a validation list are compared among themselves, on the best-on-validation model.
-    rows += [{**row, "variant": "supervised+val30", "dice_last": 0.9, "dice_best": 0.55, "dice_best_std": 0.3,
-              "dice_best_std_over": "images"},
-             {**row, "variant": "ra_busseg+val30", "dice_last": 0.1, "dice_best": 0.70, "dice_best_std": 0.3,
-              "dice_best_std_over": "images"}]  # fmt: skip
-    lines = make_results.against_supervised(rows)
-    assert lines[0].startswith("Test Dice at 1/2 against supervised 0.600")
-    assert lines[1] == ("Test Dice of the best-on-validation model (30 images held out) at 1/2 against "
-                        "supervised+val30 0.550: ra_busseg+val30 0.700 (+0.150, better).")
-    assert make_results.held_out_pairs(rows) == [
-        "Same run less the held-out validation images (test Dice of the last model; supervised runs train on "
-        "identical data): supervised at 1/2 0.600 -> 0.900; ra_busseg at 1/2 0.650 -> 0.100."]

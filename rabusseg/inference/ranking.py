@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +70,12 @@ def write_ranking(rows: list[dict[str, Any]], path: str | os.PathLike[str], over
 
 def rank_unlabeled(segmenter: BaseSegmenter, folder: Any, ids: Sequence[str], *, top: int | None = 20,
                    tta: bool = True, out: str | os.PathLike[str] | None = None, overwrite: bool = False,
-                   batch_size: int = 4, progress: bool = True) -> list[dict[str, Any]]:
+                   batch_size: int = 4, progress: bool = True,
+                   on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Rank ``ids`` of a :class:`~rabusseg.data.folder.DatasetFolder` by uncertainty, most uncertain first.
 
     Returns the ``top`` rows (all when ``top`` is ``None`` or 0) and writes them to ``out`` if given.
+    ``on_progress(done, total)`` is called after each batch (the web workbench shows it).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -91,6 +93,8 @@ def rank_unlabeled(segmenter: BaseSegmenter, folder: Any, ids: Sequence[str], *,
             for image_id, path, result in zip(chunk, paths, results):
                 rows.append({"id": image_id, **uncertainty_scores(result), "path": str(path)})
             bar.advance(task, len(chunk))
+            if on_progress is not None:
+                on_progress(len(rows), len(ids))
     rows.sort(key=lambda r: (-r["score"], r["id"]))
     rows = rows[:top] if top else rows
     for rank, row in enumerate(rows, start=1):
