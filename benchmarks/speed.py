@@ -156,8 +156,8 @@ def flops_per_image(graph: torch.nn.Module, size: int) -> float:
 
 def export_for_ort(model: str, graph: torch.nn.Module, size: int, work: Path) -> torch.nn.Module:
     """Save the network as a checkpoint, export it (dynamic size) and open it in ONNX Runtime."""
+    from rabusseg.checkpoint import save_checkpoint
     from rabusseg.config import load_config
-    from rabusseg.engine.checkpoint import save_checkpoint
     from rabusseg.inference.export import OnnxSegmenter, export_onnx
 
     config = load_config(model, ["model.encoder_weights=null"])

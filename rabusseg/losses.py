@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from rabusseg.constants import IGNORE_INDEX
 
 
 def _to_label_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

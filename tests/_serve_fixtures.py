@@ -8,7 +8,7 @@ from pathlib import Path
 from _tiny_checkpoint import save_tiny_checkpoint
 from _train_helpers import tiny_config
 
-from rabusseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from rabusseg.checkpoint import load_checkpoint, save_checkpoint
 
 
 @dataclass(frozen=True)

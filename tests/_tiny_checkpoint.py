@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from rabusseg.checkpoint import save_checkpoint
 from rabusseg.config import Config, ModelConfig
-from rabusseg.engine.checkpoint import save_checkpoint
 
 TINY = {"aspp_channels": 16, "decoder_channels": 16, "low_level_channels": 8, "proj_channels": 8}
 

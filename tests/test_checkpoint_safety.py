@@ -10,7 +10,7 @@ import pytest
 import torch
 from _tiny_checkpoint import save_tiny_checkpoint, tiny_checkpoint  # noqa: F401  (fixture)
 
-from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from rabusseg.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from rabusseg.errors import CheckpointError
 
 

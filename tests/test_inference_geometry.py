@@ -10,8 +10,8 @@ import pytest
 import torch
 from _tiny_checkpoint import BrightnessNet, save_tiny_checkpoint
 
+from rabusseg.checkpoint import inference_geometry, load_checkpoint, save_checkpoint
 from rabusseg.data.transforms import eval_input
-from rabusseg.engine.checkpoint import inference_geometry, load_checkpoint, save_checkpoint
 from rabusseg.errors import CheckpointError
 from rabusseg.inference.segmenter import BaseSegmenter, Segmenter
 

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from rabusseg.cli import main
-from rabusseg.data.prepared import METADATA_COLUMNS, write_case
 from rabusseg.data.io import read_split
 from rabusseg.data.prepare_busi import busi_name_to_id, discover_busi, prepare_busi, prepare_busi_case
+from rabusseg.data.prepared import METADATA_COLUMNS, write_case
 from rabusseg.data.splits import translate_split_lists
 from rabusseg.errors import DataError, OutputExistsError
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _train_helpers import make_tiny_dataset, read_metrics, tiny_config
 
-from rabusseg.engine.checkpoint import load_checkpoint
+from rabusseg.checkpoint import load_checkpoint
 from rabusseg.engine.trainer import train
 from rabusseg.errors import CheckpointError
 

@@ -10,8 +10,8 @@ import torch
 from _tiny_checkpoint import BrightnessNet, tiny_checkpoint  # noqa: F401  (fixture)
 
 import rabusseg
+from rabusseg.checkpoint import load_checkpoint, model_from_checkpoint
 from rabusseg.data.transforms import normalize_image
-from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from rabusseg.errors import CheckpointError, DataError
 from rabusseg.inference.segmenter import Segmenter, SegmenterResult, to_rgb_uint8
 from rabusseg.inference.tta import predict_probabilities

@@ -15,8 +15,8 @@ from _dicom_factory import write_dicom  # noqa: E402
 from _serve_fixtures import Workbench, make_workbench  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
+from rabusseg.app.serve.app import ServeSettings, create_app  # noqa: E402
 from rabusseg.data.folder import DatasetFolder  # noqa: E402
-from rabusseg.serve.app import ServeSettings, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

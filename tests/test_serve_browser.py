@@ -14,9 +14,9 @@ pytest.importorskip("fastapi", reason="the workbench needs pip install 'rabusseg
 playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (drives Debian's Chromium)")
 from _serve_fixtures import Workbench, make_workbench  # noqa: E402
 
+from rabusseg.app.serve.app import ServeSettings  # noqa: E402
+from rabusseg.app.serve.testing import CHROMIUM, CHROMIUM_ARGS, running_server  # noqa: E402
 from rabusseg.data.folder import DatasetFolder  # noqa: E402
-from rabusseg.serve.app import ServeSettings  # noqa: E402
-from rabusseg.serve.testing import CHROMIUM, CHROMIUM_ARGS, running_server  # noqa: E402
 
 pytestmark = [
     pytest.mark.slow,

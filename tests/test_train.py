@@ -9,9 +9,9 @@ import pytest
 import torch
 from _train_helpers import make_tiny_dataset, phantom_learning_setup, read_metrics, tiny_config
 
+from rabusseg.checkpoint import load_checkpoint, model_from_checkpoint
 from rabusseg.cli import main
 from rabusseg.engine import loop
-from rabusseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from rabusseg.engine.trainer import train
 from rabusseg.errors import ConfigError, OutputExistsError
 

@@ -11,14 +11,13 @@ import typer
 from rabusseg.cli.app import app, data_app, prepare_app  # noqa: F401
 from rabusseg.errors import RabussegError
 
-
 SIZE_HELP = "Inference size in pixels (default: the checkpoint's own data.eval_size); 0 runs the full image."
 RESIZE_HELP = "square (stretch) or longest (keep the aspect ratio, pad); default: the checkpoint's data.eval_resize."
 
 
 def inference_size_arg(size: int | None) -> int | None | str:
     """``--size``: absent -> the checkpoint's own size, 0 -> the full image, else at least 8 pixels."""
-    from rabusseg.engine.checkpoint import FROM_CHECKPOINT
+    from rabusseg.checkpoint import FROM_CHECKPOINT
 
     if size is None:
         return FROM_CHECKPOINT
@@ -28,8 +27,8 @@ def inference_size_arg(size: int | None) -> int | None | str:
 
 
 def resize_arg(resize: str | None) -> str:
+    from rabusseg.checkpoint import FROM_CHECKPOINT
     from rabusseg.data.transforms import EVAL_RESIZE_MODES
-    from rabusseg.engine.checkpoint import FROM_CHECKPOINT
 
     if resize is None:
         return FROM_CHECKPOINT
@@ -150,9 +149,8 @@ def export(
     """Export the inference graph (normalised image -> input-size logits) to ONNX and check it against torch."""
     from rich.console import Console
 
+    from rabusseg.checkpoint import inference_geometry, load_checkpoint
     from rabusseg.inference.export import export_onnx, max_logit_difference, random_images
-
-    from rabusseg.engine.checkpoint import inference_geometry, load_checkpoint
 
     weights_arg(weights)
     if size is None:

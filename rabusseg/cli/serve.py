@@ -26,13 +26,13 @@ def serve(
     try:
         import uvicorn
 
-        from rabusseg.serve.app import ServeSettings, create_app
+        from rabusseg.app.serve.app import ServeSettings, create_app
     except ImportError as err:
         raise RabussegError(f"rabusseg serve needs its web dependencies ({err.name}): pip install 'rabusseg[serve]'") from None
     from rich.console import Console
 
+    from rabusseg.app.serve.security import needs_token, new_token
     from rabusseg.paths import resolve_data_root
-    from rabusseg.serve.security import needs_token, new_token
 
     if runs is not None and not runs.is_dir():
         raise RabussegError(f"--runs {runs}: not a folder")

@@ -1,5 +1,5 @@
 """CLI verbs ``train`` and ``demo``: thin wrappers over :func:`rabusseg.engine.trainer.train` and
-:func:`rabusseg.engine.demo.run_demo` (torch is imported inside the verbs)."""
+:func:`rabusseg.app.demo.run_demo` (torch is imported inside the verbs)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,6 @@ def demo(
 ) -> None:
     """The main job in one command: phantoms -> 1/4 split -> RA-BUSSeg training on CPU -> test
     evaluation -> predictions with overlays -> summary.json and report.html."""
-    from rabusseg.engine.demo import run_demo
+    from rabusseg.app.demo import run_demo
 
     run_demo(out, data=data, overwrite=overwrite, overrides=set_ or [])

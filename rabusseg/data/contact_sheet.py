@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+
 from rabusseg.data.io import is_image_file, load_image, load_mask
 from rabusseg.errors import DataError
 

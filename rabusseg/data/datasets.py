@@ -27,14 +27,7 @@ from torch.utils.data import Dataset, Sampler
 from rabusseg.data.cache import DecodedImages
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import load_image, load_mask
-from rabusseg.data.transforms import (
-    IGNORE_INDEX,
-    build_resize,
-    eval_input,
-    mask_to_tensor,
-    normalize_image,
-    reseed,
-)
+from rabusseg.data.transforms import IGNORE_INDEX, build_resize, eval_input, mask_to_tensor, normalize_image, reseed
 from rabusseg.errors import DataError
 
 Transform = Callable[..., dict[str, Any]]

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rabusseg.data.io import image_size, load_image, load_mask
 from rabusseg.data.prepared import (
     PreparedCase,
     PrepareResult,
@@ -26,7 +27,6 @@ from rabusseg.data.prepared import (
     write_case,
     write_csv,
 )
-from rabusseg.data.io import image_size, load_image, load_mask
 from rabusseg.data.splits import translate_split_lists, write_translated_splits
 from rabusseg.errors import DataError
 

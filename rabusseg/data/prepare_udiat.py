@@ -19,6 +19,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from rabusseg.data.folder import UNKNOWN_CLASS
+from rabusseg.data.io import image_size, is_image_file, load_image, load_mask, read_split
 from rabusseg.data.prepared import (
     PreparedCase,
     PrepareResult,
@@ -27,7 +28,6 @@ from rabusseg.data.prepared import (
     sha256_file,
     write_case,
 )
-from rabusseg.data.io import image_size, is_image_file, load_image, load_mask, read_split
 from rabusseg.data.splits import translate_split_lists, write_translated_splits
 from rabusseg.errors import DataError
 

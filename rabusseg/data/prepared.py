@@ -18,6 +18,7 @@ from PIL import Image
 from rabusseg.data.hashing import dhash256, exact_duplicate_groups, near_duplicate_pairs, pixel_md5
 from rabusseg.errors import DataError, OutputExistsError
 
+
 def prepare_output_dir(out: Path, raw: Path, overwrite: bool, owned: tuple[str, ...]) -> None:
     """Make ``out`` ready for a preparer: never inside ``raw``, empty unless ``overwrite``.
 

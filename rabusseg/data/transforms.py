@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from albumentations.core.composition import BaseCompose
 
+from rabusseg.constants import IGNORE_INDEX
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-IGNORE_INDEX = 255
-"""Label of pixels that carry no supervision (crop padding, filtered pseudo-labels)."""
 
 _MEAN = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
 _INV_STD = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)

@@ -80,7 +80,14 @@ class RunLogger(NullLogger):
 
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, *, progress: bool) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from torch.utils.tensorboard import SummaryWriter
 
         self.console = Console(stderr=True)

@@ -36,7 +36,6 @@ from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
 from rabusseg.engine.schedule import poly_lr, rampup
 from rabusseg.engine.state import TrainingRun, save_training_state
 from rabusseg.errors import RabussegError
-from rabusseg.models.outputs import concat_outputs
 from rabusseg.losses import (
     IGNORE_INDEX,
     arp_loss,
@@ -46,6 +45,7 @@ from rabusseg.losses import (
     pseudo_label_cross_entropy,
     weighted_pseudo_label_cross_entropy,
 )
+from rabusseg.models.outputs import concat_outputs
 
 
 class TrainingDiverged(RabussegError):

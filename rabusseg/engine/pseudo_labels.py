@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from rabusseg.constants import IGNORE_INDEX
 
 
 def drop_fraction(epoch: int, epochs: int, drop_percent: float) -> float:

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from rabusseg.checkpoint import save_checkpoint
 from rabusseg.config import Config, config_from_dict
-from rabusseg.engine.checkpoint import save_checkpoint
-from rabusseg.engine.data import KeyBatchSampler, SplitIds
 from rabusseg.engine.distributed import DistInfo
 from rabusseg.engine.logger import NullLogger
 from rabusseg.engine.precision import StepPrecision
+from rabusseg.engine.streams import KeyBatchSampler, SplitIds
 from rabusseg.errors import CheckpointError
 
 RESUMABLE_KEYS = {("train", "max_steps"), ("train", "progress"), ("data", "num_workers"), ("train", "checkpoint_every_steps"),

@@ -22,9 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from rabusseg.checkpoint import load_checkpoint
 from rabusseg.config import Config, save_config
-from rabusseg.engine.checkpoint import load_checkpoint
-from rabusseg.engine.data import KeyBatchSampler, SplitIds, build_train_loader, decode_training_images, load_split_ids
 from rabusseg.engine.distributed import (
     DistInfo,
     barrier,
@@ -38,6 +37,13 @@ from rabusseg.engine.loop import fit
 from rabusseg.engine.precision import StepPrecision, flush_denormals, resolve_precision
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from rabusseg.engine.state import TrainingRun, restore_training_state
+from rabusseg.engine.streams import (
+    KeyBatchSampler,
+    SplitIds,
+    build_train_loader,
+    decode_training_images,
+    load_split_ids,
+)
 from rabusseg.errors import ConfigError, RabussegError
 
 

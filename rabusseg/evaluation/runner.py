@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from rabusseg.engine.checkpoint import FROM_CHECKPOINT
+from rabusseg.checkpoint import FROM_CHECKPOINT
+from rabusseg.constants import LESION_THRESHOLD
 from rabusseg.errors import ConfigError
 from rabusseg.evaluation.gallery import GalleryCases
 from rabusseg.evaluation.metrics import binary_metrics
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["GalleryCases", "evaluate_checkpoint", "evaluate_model", "write_evaluation"]
 
-LESION_THRESHOLD = 0.5
-"""A pixel is lesion when its lesion probability (1 - background) exceeds this."""
 
 
 def _progress(enabled: bool, total: int, description: str) -> Any:
@@ -123,10 +122,10 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary.
 
-    ``size``/``resize`` default to the checkpoint's own (:func:`~rabusseg.engine.checkpoint.inference_geometry`).
+    ``size``/``resize`` default to the checkpoint's own (:func:`~rabusseg.checkpoint.inference_geometry`).
     """
+    from rabusseg.checkpoint import inference_geometry, load_checkpoint, model_from_checkpoint
     from rabusseg.data.folder import DatasetFolder
-    from rabusseg.engine.checkpoint import inference_geometry, load_checkpoint, model_from_checkpoint
     from rabusseg.evaluation.aggregate import summarize
     from rabusseg.inference.segmenter import resolve_device
     from rabusseg.paths import resolve_data_root

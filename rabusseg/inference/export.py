@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rabusseg.engine.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
 from rabusseg.errors import CheckpointError, OutputExistsError, RabussegError
 from rabusseg.inference.segmenter import BaseSegmenter
 from rabusseg.inference.tta import _logits_of, _resize, predict_probabilities_with_variance

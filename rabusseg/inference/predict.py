@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import csv
 import os
-from itertools import chain
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 

@@ -18,9 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from rabusseg.engine.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.constants import LESION_THRESHOLD
 from rabusseg.errors import DataError, RabussegError
-from rabusseg.inference.tta import DEFAULT_SCALES, entropy_map, predict_probabilities_with_variance, resize_probabilities
+from rabusseg.inference.tta import (
+    DEFAULT_SCALES,
+    entropy_map,
+    predict_probabilities_with_variance,
+    resize_probabilities,
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ class BaseSegmenter:
     """Pre/post-processing shared by the torch and ONNX Runtime engines."""
 
     def __init__(self, *, size: int | None = 512, tta: bool = False, flip: bool = True,
-                 scales: Sequence[float] = DEFAULT_SCALES, threshold: float = 0.5, source: str = "<model>",
+                 scales: Sequence[float] = DEFAULT_SCALES, threshold: float = LESION_THRESHOLD, source: str = "<model>",
                  resize: str = "square") -> None:  # fmt: skip
         from rabusseg.data.transforms import EVAL_RESIZE_MODES
 

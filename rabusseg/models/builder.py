@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from rabusseg.config import ModelConfig
-from rabusseg.models.deeplabv3plus import SegmentationModel
 from rabusseg.models.conv import set_conv_rewrites
+from rabusseg.models.deeplabv3plus import SegmentationModel
 from rabusseg.models.encoders import get_encoder
 from rabusseg.models.weights import load_encoder_weights
 

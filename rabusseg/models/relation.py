@@ -15,11 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rabusseg.constants import IGNORE_INDEX
 from rabusseg.models.autocast import no_autocast
 from rabusseg.models.resize import upsample_logits
-
-IGNORE_INDEX = 255
-
 
 # --------------------------------------------------------------------------- ARP
 

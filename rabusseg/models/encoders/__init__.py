@@ -8,14 +8,7 @@ from rabusseg.errors import ConfigError
 from rabusseg.models.encoders.base import VALID_OUTPUT_STRIDES, Encoder
 from rabusseg.models.encoders.efficientnet import EfficientNetLite0Encoder, efficientnet_lite0
 from rabusseg.models.encoders.mobilenet import MobileNetV2Encoder, mobilenet_v2
-from rabusseg.models.encoders.resnet import (
-    ResNetEncoder,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet50_deepstem,
-    resnet101,
-)
+from rabusseg.models.encoders.resnet import ResNetEncoder, resnet18, resnet34, resnet50, resnet50_deepstem, resnet101
 
 ENCODERS: dict[str, Callable[[int], Encoder]] = {
     "resnet50_deepstem": resnet50_deepstem,

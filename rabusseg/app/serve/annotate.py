@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from rabusseg.app.serve.security import SPLIT_NAME, Forbidden, NotFound
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import read_split
 from rabusseg.errors import DataError, OutputExistsError
-from rabusseg.serve.security import SPLIT_NAME, Forbidden, NotFound
 
 SPLIT_FILES = ("labeled.txt", "unlabeled.txt", "val.txt")
 
@@ -184,7 +184,7 @@ class Annotator:
         if existing is not None and not overwrite:
             raise OutputExistsError(f"{existing} already exists; confirm to replace it")
         lists = self._moved_lists(base, target_dir, image_id)
-        from rabusseg.serve.uploads import png_bytes
+        from rabusseg.app.serve.uploads import png_bytes
 
         _atomic_write(mask_path, png_bytes((mask * 255).astype(np.uint8)))
         if existing is not None and existing != mask_path and existing.exists():

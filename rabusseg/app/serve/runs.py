@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rabusseg.serve.security import NotFound, confined
+from rabusseg.app.serve.security import NotFound, confined
 
 CURVE_KEYS = ("loss/total", "loss/sup", "loss/unsup", "loss/arp", "loss/cra", "lr", "keep_ratio")
 EVAL_KEYS = ("dice", "iou", "precision", "recall", "hd95", "student_dice", "teacher_dice")

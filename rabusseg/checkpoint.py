@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -174,7 +175,7 @@ def inference_geometry(payload: dict[str, Any], size: int | None | str = FROM_CH
     """
     data = (payload.get("config") or {}).get("data") or {}
     if size == FROM_CHECKPOINT:
-        size = data.get("eval_size", 512)
+        size = data.get("eval_size", DEFAULT_INFERENCE_SIZE)
     if resize == FROM_CHECKPOINT:
         resize = data.get("eval_resize", "square")
     if size is not None and (not isinstance(size, int) or size < 8):

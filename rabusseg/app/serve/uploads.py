@@ -105,7 +105,7 @@ class UploadStore:
         return upload
 
     def get(self, upload_id: str) -> Upload:
-        from rabusseg.serve.security import NotFound
+        from rabusseg.app.serve.security import NotFound
 
         with self._lock:
             upload = self._items.get(upload_id)

@@ -1,6 +1,6 @@
 """The FastAPI application of ``rabusseg serve``: three pages and the JSON/PNG API behind them.
 
-Pages (server-side templates, plain JavaScript and CSS shipped in ``rabusseg/serve/static``):
+Pages (server-side templates, plain JavaScript and CSS shipped in ``rabusseg/app/serve/static``):
 ``/segment`` (upload, overlay, threshold, downloads), ``/runs`` (curves, gallery, comparison) and
 ``/annotate`` (ranking queue, brush/eraser, save).  Every API error is JSON ``{"error": ...}``
 with the status of its kind: 400 bad input, 401 no token, 403 a name that leaves its folder,
@@ -21,12 +21,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from rabusseg.app.serve import runs as run_files
+from rabusseg.app.serve.annotate import Annotator, unlabeled_lists
+from rabusseg.app.serve.models import ModelPool, figures
+from rabusseg.app.serve.security import COOKIE, Forbidden, NotFound, token_ok
+from rabusseg.app.serve.uploads import DEFAULT_MAX_BYTES, TooLarge, Upload, UploadStore, png_bytes
 from rabusseg.errors import OutputExistsError, RabussegError
-from rabusseg.serve import runs as run_files
-from rabusseg.serve.annotate import Annotator, unlabeled_lists
-from rabusseg.serve.models import ModelPool, figures
-from rabusseg.serve.security import COOKIE, Forbidden, NotFound, token_ok
-from rabusseg.serve.uploads import DEFAULT_MAX_BYTES, TooLarge, Upload, UploadStore, png_bytes
 
 PACKAGE = Path(__file__).resolve().parent
 STATUS = [(NotFound, 404), (Forbidden, 403), (TooLarge, 413), (OutputExistsError, 409), (RabussegError, 400)]

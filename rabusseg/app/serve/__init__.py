@@ -1,4 +1,4 @@
 """``rabusseg serve``: a local web workbench (FastAPI, server-side templates, plain JavaScript).
 
-Import :func:`rabusseg.serve.app.create_app` to embed it; the command is ``rabusseg serve``.
+Import :func:`rabusseg.app.serve.app.create_app` to embed it; the command is ``rabusseg serve``.
 """

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from rabusseg.app.serve.security import NotFound
 from rabusseg.errors import RabussegError
 from rabusseg.inference.segmenter import Segmenter, SegmenterResult
-from rabusseg.serve.security import NotFound
 
 
 @dataclass(frozen=True)
