@@ -12,13 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from rabusseg.constants import IGNORE_INDEX
+from rabusseg.models.resize import upsample_logits
 
 
 def _to_label_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Bilinear resize (align_corners=True, as the decoder does) of (B, K, h, w) to labels' (H, W)."""
-    if logits.shape[-2:] == labels.shape[-2:]:
-        return logits
-    return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=True)
+    return upsample_logits(logits, labels.shape[-2:])
 
 
 def ohem_cross_entropy(

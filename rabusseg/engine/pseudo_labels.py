@@ -7,9 +7,9 @@ training loop does not synchronise with the device to filter pseudo-labels.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from rabusseg.constants import IGNORE_INDEX
+from rabusseg.models.resize import upsample_logits
 
 
 def drop_fraction(epoch: int, epochs: int, drop_percent: float) -> float:
@@ -26,7 +26,7 @@ def pseudo_labels(logits: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Te
 
     logits: (B, K, h, w) -> probs (B, K, H, W) float32, labels (B, H, W) int64.
     """
-    logits = F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=True)
+    logits = upsample_logits(logits.float(), size)
     probs = logits.softmax(dim=1)
     return probs, class_argmax(probs)
 

@@ -15,22 +15,20 @@ only they agree to float precision.
 from __future__ import annotations
 
 import os
-import sys
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
 from rabusseg.errors import CheckpointError, OutputExistsError, RabussegError
 from rabusseg.inference.segmenter import BaseSegmenter
-from rabusseg.inference.tta import _logits_of, _resize, predict_probabilities_with_variance
+from rabusseg.inference.tta import logits_of, predict_probabilities_with_variance
+from rabusseg.models.resize import upsample_logits
 
 
 class InferenceGraph(nn.Module):
@@ -42,33 +40,7 @@ class InferenceGraph(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W) -> (B, K, H, W)
-        return _resize(_logits_of(self.model(x)), (x.shape[-2], x.shape[-1]))
-
-
-def _symbolic_upsample(logits: torch.Tensor, size: Sequence[Any]) -> torch.Tensor:
-    return F.interpolate(logits, size=(size[0], size[1]), mode="bilinear", align_corners=True)
-
-
-@contextmanager
-def _trace_friendly_resize() -> Iterator[None]:
-    """Keep feature-map sizes symbolic while tracing.
-
-    ``rabusseg.models.upsample_logits`` turns the target size into Python ints, which the tracer
-    records as constants: a ``--dynamic`` graph would then only run at the traced size.  During the
-    export, the models' references to it are swapped for the same bilinear resize without ``int()``.
-    """
-    from rabusseg.models import resize
-
-    original = resize.upsample_logits
-    patched = [(m, name) for m in list(sys.modules.values()) if getattr(m, "__name__", "").startswith("rabusseg.models")
-               for name in ("upsample_logits",) if getattr(m, name, None) is original]
-    for module, name in patched:
-        setattr(module, name, _symbolic_upsample)
-    try:
-        yield
-    finally:
-        for module, name in patched:
-            setattr(module, name, original)
+        return upsample_logits(logits_of(self.model(x)), x.shape[-2:])
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[str], *, dynamic: bool = False,
@@ -87,7 +59,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[
     graph = InferenceGraph(model_from_checkpoint(payload, weights, source=checkpoint))
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), _trace_friendly_resize(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks traced as constants: intended
         warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter needs no onnxscript
         torch.onnx.export(graph, (torch.zeros(1, 3, size, size),), str(out), input_names=["input"],

@@ -19,10 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rabusseg.models.resize import upsample_logits
+
 DEFAULT_SCALES: tuple[float, ...] = (0.75, 1.0, 1.25)
 
 
-def _logits_of(output: object) -> torch.Tensor:
+def logits_of(output: object) -> torch.Tensor:
     """The segmentation logits of a forward pass: a tensor, or an object with ``.pred``."""
     if isinstance(output, torch.Tensor):
         return output
@@ -30,12 +32,6 @@ def _logits_of(output: object) -> torch.Tensor:
     if not isinstance(pred, torch.Tensor):
         raise TypeError(f"model output {type(output).__name__} has no tensor 'pred' field")
     return pred
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
 def _views(flip: bool, scales: Sequence[float]) -> Iterator[tuple[bool, float]]:
@@ -51,8 +47,8 @@ def _view_probabilities(model: nn.Module, images: torch.Tensor, flipped: bool, s
     x = torch.flip(images, dims=(-1,)) if flipped else images
     if scale != 1.0:
         scaled = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-        x = _resize(x, scaled)
-    logits = _resize(_logits_of(model(x)).float(), size)  # (B, K, H, W)
+        x = upsample_logits(x, scaled)
+    logits = upsample_logits(logits_of(model(x)).float(), size)  # (B, K, H, W)
     probs = torch.softmax(logits, dim=1)
     return torch.flip(probs, dims=(-1,)) if flipped else probs
 
