@@ -26,3 +26,11 @@ class CheckpointError(RabussegError):
 
 class OutputExistsError(RabussegError):
     """An output folder or file already exists and overwriting was not asked for."""
+
+
+def refuse_existing(path: object, overwrite: bool) -> None:
+    """The one "it exists and --overwrite was not given" rule for output files."""
+    from pathlib import Path
+
+    if Path(str(path)).exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")

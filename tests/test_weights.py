@@ -95,13 +95,20 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
         load_encoder_weights(encoder, tmp_path / "list.pth")
 
 
-def test_sha256_is_checked_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sha256_is_checked_and_cached(tmp_path: Path) -> None:
+    """Hashed once per unchanged file: same size and mtime give the cached digest, a new mtime a fresh one."""
+    import os
+
     path = tmp_path / "f.bin"
     path.write_bytes(b"abc")
     expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert weights_module.file_sha256(path) == expected
-    monkeypatch.setattr(weights_module.hashlib, "sha256", lambda: pytest.fail("hashed twice"))
+    stat = path.stat()
+    path.write_bytes(b"xyz")  # same size; put the old mtime back: the cache cannot tell
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert weights_module.file_sha256(path) == expected
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert weights_module.file_sha256(path) == "3608bca1e44ea6c4d268eb6db02260269892c0b42b86bbf1e77a6fa16c3c9282"
 
 
 def test_imagenet_efficientnet_lite0_loads_and_recognises_a_cat_and_an_espresso() -> None:

@@ -116,12 +116,11 @@ def rank_unlabeled(
     from rich.table import Table
 
     from rabusseg.data.folder import DatasetFolder
-    from rabusseg.errors import OutputExistsError
+    from rabusseg.errors import refuse_existing
     from rabusseg.inference.ranking import rank_unlabeled as rank
     from rabusseg.paths import resolve_data_root
 
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     folder = DatasetFolder(resolve_data_root(data_dir))
     ids = folder.split(split)
     segmenter = _engine(checkpoint, "torch", device=device, weights=weights, size=size, resize=resize, tta=tta)

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rabusseg.errors import ConfigError
+from rabusseg.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -37,28 +37,15 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> the local CUDA device when there is one, else CPU; ``cuda`` gets the local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: '{name}' was asked for but CUDA is not available")
-        device = torch.device(name if ":" in name else f"cuda:{local_rank}")
-        torch.cuda.set_device(device)
-        return device
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"train.device: unknown device '{name}' (use auto, cpu, cuda or cuda:N)")
-
-
 def init_distributed(device_name: str = "auto") -> DistInfo:
     """Join the process group described by torchrun's variables (``WORLD_SIZE``, ``RANK``,
     ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``), or describe a single process when they are absent."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank=local_rank, key="train.device")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)

@@ -126,8 +126,8 @@ def evaluate_checkpoint(
     """
     from rabusseg.checkpoint import inference_geometry, load_checkpoint, model_from_checkpoint
     from rabusseg.data.folder import DatasetFolder
+    from rabusseg.devices import resolve_device
     from rabusseg.evaluation.aggregate import summarize
-    from rabusseg.inference.segmenter import resolve_device
     from rabusseg.paths import resolve_data_root
 
     if isinstance(size, int) and size < 8:

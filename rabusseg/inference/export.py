@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
-from rabusseg.errors import CheckpointError, OutputExistsError, RabussegError
+from rabusseg.errors import CheckpointError, RabussegError, refuse_existing
 from rabusseg.inference.segmenter import BaseSegmenter
 from rabusseg.inference.tta import logits_of, predict_probabilities_with_variance
 from rabusseg.models.resize import upsample_logits
@@ -53,8 +53,7 @@ def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[
     import onnx
 
     out = Path(out_path)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    refuse_existing(out, overwrite)
     payload = load_checkpoint(checkpoint)
     graph = InferenceGraph(model_from_checkpoint(payload, weights, source=checkpoint))
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic else {0: "batch"}

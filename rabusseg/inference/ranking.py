@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from rabusseg.data.io import load_image
-from rabusseg.errors import OutputExistsError
+from rabusseg.errors import refuse_existing
 from rabusseg.inference.segmenter import BaseSegmenter, SegmenterResult
 
 CANDIDATE_PROBABILITY = 0.1
@@ -57,8 +57,7 @@ def uncertainty_scores(result: SegmenterResult, band_fraction: float = BAND_FRAC
 def write_ranking(rows: list[dict[str, Any]], path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``ranking.csv``: rank, id, score and its components, predicted lesion area."""
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=RANKING_COLUMNS, extrasaction="ignore")
@@ -79,8 +78,8 @@ def rank_unlabeled(segmenter: BaseSegmenter, folder: Any, ids: Sequence[str], *,
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    if out is not None and Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if out is not None:
+        refuse_existing(out, overwrite)
     rows: list[dict[str, Any]] = []
     ids = list(ids)
     columns = [TextColumn("ranking"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]

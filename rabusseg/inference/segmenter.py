@@ -20,7 +20,8 @@ from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
 from rabusseg.constants import LESION_THRESHOLD
-from rabusseg.errors import DataError, RabussegError
+from rabusseg.devices import resolve_device
+from rabusseg.errors import DataError
 from rabusseg.inference.tta import (
     DEFAULT_SCALES,
     entropy_map,
@@ -62,19 +63,6 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
     elif image.dtype != np.uint8:
         raise DataError(f"{name}: expected a uint8 or uint16 array, got {image.dtype}")
     return np.ascontiguousarray(image)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` picks CUDA when present; anything torch cannot parse is a clear error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        raise RabussegError(f"unknown device '{device}': {err}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RabussegError(f"device '{device}' was asked for but CUDA is not available (use --device cpu)")
-    return dev
 
 
 class BaseSegmenter:

@@ -13,7 +13,6 @@ other missing, unexpected or mis-shaped key fails with the full list.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rabusseg.data.prepared import sha256_file
 from rabusseg.errors import CheckpointError, ConfigError
 from rabusseg.models.encoders.base import Encoder
 from rabusseg.models.encoders.efficientnet import EfficientNetLite0Encoder
@@ -66,11 +66,7 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _verified_files:
-        digest = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _verified_files[key] = digest.hexdigest()
+        _verified_files[key] = sha256_file(path)
     return _verified_files[key]
 
 
