@@ -14,7 +14,6 @@ from torch.utils.data import DataLoader
 from rabusseg.data.datasets import (
     EvalDataset,
     LabeledDataset,
-    ResampledSampler,
     UnlabeledDataset,
     eval_collate,
     seed_worker,
@@ -79,8 +78,8 @@ def test_eval_dataset_resizes_and_keeps_the_original_size(tiny: Path) -> None:
 
 def _epoch(ds: LabeledDataset, workers: int, torch_seed: int) -> list[dict]:
     torch.manual_seed(torch_seed)
-    sampler = ResampledSampler(len(ds), length=8, seed=0)
-    return list(DataLoader(ds, batch_size=2, sampler=sampler, num_workers=workers, worker_init_fn=seed_worker))
+    order = [0, 1, 2, 0, 1, 2, 0, 1]  # 3 items resampled to 8 draws
+    return list(DataLoader(ds, batch_size=2, sampler=order, num_workers=workers, worker_init_fn=seed_worker))
 
 
 def _same(a: list[dict], b: list[dict]) -> bool:
@@ -98,32 +97,6 @@ def test_augmentation_is_deterministic_for_a_seed_with_workers(tiny: Path) -> No
     # Resampling repeats items (3 items, 8 draws) but never their augmentation, across workers too.
     images = [img for batch in first for img in batch["image"]]
     assert len(images) == 8 and all(not torch.equal(images[i], images[j]) for i in range(8) for j in range(i))
-
-
-def test_resampled_sampler_length_coverage_and_epochs() -> None:
-    sampler = ResampledSampler(5, length=13, seed=2)
-    order = list(sampler)
-    assert len(sampler) == len(order) == 13
-    counts = np.bincount(order, minlength=5)
-    assert counts.min() >= 2 and counts.max() <= 3  # chained permutations: even coverage
-    assert list(sampler) == order
-    sampler.set_epoch(1)
-    assert list(sampler) != order
-    assert sorted(ResampledSampler(7, seed=0)) == list(range(7))  # length None: one pass
-
-
-def test_resampled_sampler_gives_ranks_disjoint_equal_shards() -> None:
-    world = 3
-    shards = [list(ResampledSampler(10, length=9, seed=4, rank=r, world_size=world)) for r in range(world)]
-    assert {len(s) for s in shards} == {3}
-    flat = [i for s in shards for i in s]
-    assert len(set(flat)) == 9  # length <= n_items: no image on two ranks
-    uneven = [list(ResampledSampler(4, length=10, seed=4, rank=r, world_size=world)) for r in range(world)]
-    assert {len(s) for s in uneven} == {4}  # ceil(10 / 3), padded by continuing the chain
-    chain = [uneven[p % world][p // world] for p in range(12)]
-    assert all(sorted(chain[k : k + 4]) == [0, 1, 2, 3] for k in (0, 4, 8))
-    with pytest.raises(ValueError, match="rank"):
-        ResampledSampler(4, rank=3, world_size=3)
 
 
 def test_bad_inputs_raise_data_errors(tiny: Path, tmp_path: Path) -> None:

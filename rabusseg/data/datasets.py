@@ -1,4 +1,4 @@
-"""Torch datasets over the folder format, the resampling sampler, and worker seeding.
+"""Torch datasets over the folder format, and worker seeding (the samplers live in :mod:`rabusseg.engine.streams`).
 
 Dict contracts (docs/ARCHITECTURE.md): labelled ``{"image": float32 (3, h, w), "mask": int64
 (h, w) 0/1/255, "id"}``; unlabelled ``{"image", "valid", "id"}`` (+ ``"image_strong"``), where
@@ -14,15 +14,14 @@ imports torch; ``rabusseg.data`` itself stays torch-free.
 
 from __future__ import annotations
 
-import math
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from rabusseg.data.cache import DecodedImages
 from rabusseg.data.folder import DatasetFolder
@@ -214,59 +213,6 @@ def eval_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
         "original_size": [s["original_size"] for s in batch],
         "valid_size": [s["valid_size"] for s in batch],
     }
-
-
-class ResampledSampler(Sampler[int]):
-    """Indices into ``n_items`` items, ``length`` per epoch over all ranks, from chained seeded permutations.
-
-    Why: the labelled set is resampled to the length of the unlabelled one (METHOD section 3), and
-    under DDP each rank must see a disjoint shard of equal length.  Every epoch (``set_epoch``)
-    draws fresh permutations from ``(seed, epoch)``; rank ``r`` takes positions ``r::world_size``
-    of the chain, padded by continuing the chain when ``length`` does not divide evenly.
-    ``length=None`` means one pass over the items (a plain shuffling sampler).
-    """
-
-    def __init__(
-        self,
-        n_items: int,
-        length: int | None = None,
-        seed: int = 0,
-        rank: int | None = None,
-        world_size: int | None = None,
-    ) -> None:
-        if n_items <= 0:
-            raise ValueError(f"n_items must be positive, got {n_items}")
-        if rank is None or world_size is None:
-            dist_rank, dist_world = _dist_rank_world()
-            rank = dist_rank if rank is None else rank
-            world_size = dist_world if world_size is None else world_size
-        if world_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank}, world_size {world_size}")
-        self.n_items, self.seed, self.rank, self.world_size = n_items, seed, rank, world_size
-        self.total = n_items if length is None else int(length)
-        if self.total <= 0:
-            raise ValueError(f"length must be positive, got {length}")
-        self.per_rank = math.ceil(self.total / world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw a different order for ``epoch`` (call it before each epoch, as with DistributedSampler)."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-    def __iter__(self) -> Iterator[int]:
-        needed = self.per_rank * self.world_size
-        rng = np.random.default_rng([self.seed, self.epoch])
-        chain = np.concatenate([rng.permutation(self.n_items) for _ in range(math.ceil(needed / self.n_items))])
-        return iter(chain[:needed][self.rank :: self.world_size].tolist())
-
-
-def _dist_rank_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def seed_worker(worker_id: int) -> None:

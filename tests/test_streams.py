@@ -1,0 +1,112 @@
+"""The training streams the loop actually uses: the key sampler (resume, ranks, resampling) and the leak guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _train_helpers import make_tiny_dataset
+
+from rabusseg.config import DataConfig
+from rabusseg.engine.streams import LABELED, UNLABELED, KeyBatchSampler, load_split_ids, sample_seed, stream_order
+from rabusseg.errors import ConfigError, DataError
+
+
+def _batches(sampler: KeyBatchSampler) -> list[list[tuple[int, int, int]]]:
+    return list(sampler)
+
+
+def test_a_step_holds_the_labelled_then_the_unlabelled_keys() -> None:
+    sampler = KeyBatchSampler(5, 12, batch_size=2, steps_per_epoch=6, seed=0)
+    batches = _batches(sampler)
+    assert len(sampler) == len(batches) == 6
+    for batch in batches:
+        assert [k[0] for k in batch] == [LABELED, LABELED, UNLABELED, UNLABELED]
+    labelled = [k[1] for b in batches for k in b if k[0] == LABELED]
+    counts = np.bincount(labelled, minlength=5)
+    assert counts.min() >= 2 and counts.max() <= 3  # 5 items resampled to 12 draws: chained permutations
+    unlabelled = [k[1] for b in batches for k in b if k[0] == UNLABELED]
+    assert sorted(unlabelled) == list(range(12))  # one pass over the unlabelled list per epoch
+    seeds = [k[2] for b in batches for k in b]
+    assert len(set(seeds)) == len(seeds)  # every sample gets its own augmentation seed
+
+
+def test_an_epoch_depends_on_seed_and_epoch_only_and_resume_skips_consumed_batches() -> None:
+    a, b = KeyBatchSampler(5, 12, 2, 6, seed=3), KeyBatchSampler(5, 12, 2, 6, seed=3)
+    assert _batches(a) == _batches(b)
+    b.set_position(epoch=1)
+    second = _batches(b)
+    assert second != _batches(a)
+    b.set_position(epoch=1, start_step=4)
+    assert len(b) == 2 and _batches(b) == second[4:]  # a resumed epoch replays the rest exactly
+    assert _batches(KeyBatchSampler(5, 12, 2, 6, seed=4)) != _batches(a)
+
+
+def test_ranks_split_each_global_batch() -> None:
+    """Two ranks with batch 2 see exactly the samples one process with batch 4 sees, keys and seeds alike."""
+    single = _batches(KeyBatchSampler(6, 8, batch_size=4, steps_per_epoch=2, seed=1))
+    ranks = [_batches(KeyBatchSampler(6, 8, batch_size=2, steps_per_epoch=2, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    for step in range(2):
+        merged = ranks[0][step] + ranks[1][step]
+        assert sorted(merged) == sorted(single[step])
+        assert not set(ranks[0][step]) & set(ranks[1][step])
+
+
+def test_supervised_has_no_unlabelled_stream_and_seeds_are_pure() -> None:
+    batches = _batches(KeyBatchSampler(4, 0, batch_size=2, steps_per_epoch=3, seed=0))
+    assert all(k[0] == LABELED for b in batches for k in b) and all(len(b) == 2 for b in batches)
+    assert sample_seed(0, 1, 0, 5) == sample_seed(0, 1, 0, 5) != sample_seed(0, 1, 0, 6)
+    assert sample_seed(0, 1, 0, 5) < 2**63
+    order = stream_order(3, 7, seed=0, epoch=0, stream=LABELED)
+    assert len(order) == 7 and sorted(order[:3].tolist()) == [0, 1, 2] and sorted(order[3:6].tolist()) == [0, 1, 2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_dataset(tmp_path_factory.mktemp("streams") / "ds")
+
+
+def _data(root: Path, **kw: object) -> DataConfig:
+    return DataConfig(root=str(root), labeled="tiny/labeled", unlabeled="tiny/unlabeled", val="tiny/val", test="test", **kw)
+
+
+def test_split_ids_are_read_and_test_leaks_refused(tiny: Path, tmp_path: Path) -> None:
+    ids = load_split_ids(_data(tiny), need_unlabeled=True)
+    assert ids.labeled and ids.unlabeled and ids.val and ids.test
+    assert not set(ids.test) & (set(ids.labeled) | set(ids.unlabeled) | set(ids.val))
+    splits = tiny / "splits"
+    for key, name in (("labeled", "labeled"), ("unlabeled", "unlabeled"), ("val", "val")):
+        leak = tmp_path / f"leak_{key}"
+        (leak / "splits" / "tiny").mkdir(parents=True)
+        for entry in ("images", "masks"):
+            (leak / entry).symlink_to(tiny / entry, target_is_directory=True)
+        (leak / "splits" / "test.txt").write_text((splits / "test.txt").read_text())
+        for other in ("labeled", "unlabeled", "val"):
+            text = (splits / "tiny" / f"{other}.txt").read_text()
+            if other == name:
+                text += (splits / "test.txt").read_text().split()[0] + "\n"  # one test image slips in
+            (leak / "splits" / "tiny" / f"{other}.txt").write_text(text)
+        with pytest.raises(DataError, match=rf"data\.{key}: 1 id\(s\) are also in the test list"):
+            load_split_ids(_data(leak), need_unlabeled=True)
+
+
+def test_validation_overlapping_the_labelled_list_and_empty_lists_are_refused(tiny: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    (copy / "splits" / "tiny").mkdir(parents=True)
+    for entry in ("images", "masks"):
+        (copy / entry).symlink_to(tiny / entry, target_is_directory=True)
+    for name in ("labeled", "unlabeled"):
+        (copy / "splits" / "tiny" / f"{name}.txt").write_text((tiny / "splits" / "tiny" / f"{name}.txt").read_text())
+    (copy / "splits" / "test.txt").write_text((tiny / "splits" / "test.txt").read_text())
+    first_labelled = (tiny / "splits" / "tiny" / "labeled.txt").read_text().split()[0]
+    (copy / "splits" / "tiny" / "val.txt").write_text(first_labelled + "\n")
+    with pytest.raises(DataError, match=r"data\.val: 1 id\(s\) are also labelled"):
+        load_split_ids(_data(copy), need_unlabeled=True)
+    (copy / "splits" / "tiny" / "unlabeled.txt").write_text("")
+    (copy / "splits" / "tiny" / "val.txt").write_text("")
+    with pytest.raises(ConfigError, match=r"data\.unlabeled: the list 'tiny/unlabeled' is empty"):
+        load_split_ids(_data(copy), need_unlabeled=True)
+    assert load_split_ids(_data(copy), need_unlabeled=False).unlabeled == []
+    with pytest.raises(ConfigError, match=r"data\.val"):
+        load_split_ids(DataConfig(root=str(tiny), labeled="tiny/labeled", unlabeled=None, val="tiny/nope"), need_unlabeled=False)
