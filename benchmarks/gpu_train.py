@@ -127,7 +127,7 @@ def main() -> None:
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
         "best_val_dice": result.summary["best_val"]["dice"],
         "val_dice": [(r["step"], r["dice"]) for r in lines if r["kind"] == "eval" and r["split"] == "val"],
-        "test_last_dice": (result.summary.get("test_last") or {}).get("dice", {}).get("mean"),
+        "test_last_dice": result.test_dice,
     }  # fmt: skip
     (args.out / "gpu_train.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for key, value in report.items():

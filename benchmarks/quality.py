@@ -159,6 +159,8 @@ def last_pseudo(run: Path) -> dict[str, Any] | None:
 
 def collect_runs(runs: Path) -> list[dict[str, Any]]:
     """One record per finished run directory ``<ratio>/<variant>_s<seed>``."""
+    from rabusseg.evaluation.aggregate import metric_mean
+
     out = []
     for run in sorted(runs.glob("*/*_s*")):
         summary = _read_json(run / "summary.json")
@@ -171,9 +173,8 @@ def collect_runs(runs: Path) -> list[dict[str, Any]]:
                   "wall_s": bench.get("wall_s"), "steps": summary.get("step"), "environment": bench.get("environment"),
                   "n_images": last.get("n_images"), "pseudo": last_pseudo(run)}  # fmt: skip
         for metric in METRICS:
-            record[metric] = finite_or_none((last.get(metric) or {}).get("mean"))
-        best = summary.get("test_best") or {}
-        record["dice_best"] = finite_or_none((best.get("dice") or {}).get("mean"))
+            record[metric] = finite_or_none(metric_mean(last, metric))
+        record["dice_best"] = finite_or_none(metric_mean(summary.get("test_best")))
         out.append(record)
     return out
 

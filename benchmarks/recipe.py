@@ -76,7 +76,7 @@ def do_run(name: str, ratio: str, method: str, overrides: list[str], root: Path,
     wall = time.perf_counter() - started
     env["load_average_end"] = load_average()
     env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / wall, 2)
-    dice = result.summary["test_last"]["dice"]["mean"]
+    dice = result.test_dice
     write_json(out / "bench.json", {"command": command_line(), "name": name, "ratio": ratio, "method": method,
                                     "overrides": overrides, "environment": env, "wall_s": round(wall, 1),
                                     "steps": result.step, "val_dice": dice})  # fmt: skip

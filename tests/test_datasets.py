@@ -11,13 +11,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from rabusseg.data.datasets import (
-    EvalDataset,
-    LabeledDataset,
-    UnlabeledDataset,
-    eval_collate,
-    seed_worker,
-)
+from rabusseg.data.datasets import EvalDataset, LabeledDataset, UnlabeledDataset, eval_collate, seed_worker
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.phantoms import synthesize_dataset
 from rabusseg.data.transforms import IGNORE_INDEX, build_strong_transform, build_train_transform

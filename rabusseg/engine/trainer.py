@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -45,6 +45,21 @@ from rabusseg.engine.streams import (
     load_split_ids,
 )
 from rabusseg.errors import ConfigError, RabussegError
+from rabusseg.evaluation.aggregate import Summary, metric_mean
+
+
+class RunSummary(TypedDict):
+    """``RUN_DIR/summary.json``: the run's facts and its test evaluations."""
+
+    method: str
+    step: int
+    total_steps: int
+    train_seconds: float
+    nonfinite_steps: int
+    best_val: dict[str, Any]
+    checkpoints: dict[str, str | None]
+    test_last: Summary | None
+    test_best: Summary | None
 
 
 @dataclass(frozen=True)
@@ -56,8 +71,13 @@ class TrainResult:
     best_checkpoint: Path | None
     step: int
     stopped_by_max_steps: bool
-    summary: dict[str, Any]
-    """Contents of ``summary.json``: ``summary["test_last"]["dice"]["mean"]`` etc."""
+    summary: RunSummary
+    """Contents of ``summary.json``."""
+
+    @property
+    def test_dice(self) -> float | None:
+        """Mean test Dice of the last model (``None`` without a test list)."""
+        return metric_mean(self.summary.get("test_last"))
 
 
 def _on_main(info: DistInfo, action: Any) -> Any:
@@ -160,7 +180,7 @@ def _landmark_path(config: Config, device: torch.device) -> str:
     return choose_landmark_path(grid, grid, device)
 
 
-def _evaluate_test(run: TrainingRun, checkpoint: Path, name: str) -> dict[str, Any]:
+def _evaluate_test(run: TrainingRun, checkpoint: Path, name: str) -> Summary:
     """Evaluate a checkpoint of this run on ``data.test`` into ``RUN_DIR/eval/<name>/``."""
     from rabusseg.evaluation import evaluate_checkpoint
 
@@ -174,9 +194,9 @@ def _evaluate_test(run: TrainingRun, checkpoint: Path, name: str) -> dict[str, A
     return summary
 
 
-def _write_summary(run: TrainingRun, seconds: float) -> dict[str, Any]:
+def _write_summary(run: TrainingRun, seconds: float) -> RunSummary:
     last, best = run.run_dir / LAST_CHECKPOINT, run.run_dir / BEST_CHECKPOINT
-    summary: dict[str, Any] = {
+    summary: RunSummary = {
         "method": run.config.method.name,
         "step": run.step,
         "total_steps": run.total_steps,

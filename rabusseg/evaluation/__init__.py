@@ -10,11 +10,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from rabusseg.evaluation.aggregate import summarize
+from rabusseg.evaluation.aggregate import MetricStats, Summary, metric_mean, summarize
 from rabusseg.evaluation.metrics import METRIC_NAMES, binary_metrics, pooled_dice
 
 __all__ = [
     "METRIC_NAMES",
+    "MetricStats",
+    "Summary",
+    "metric_mean",
     "binary_metrics",
     "evaluate_checkpoint",
     "evaluate_model",

@@ -19,14 +19,48 @@ are left out of every statistic of that metric and counted in ``n_nan``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
 from rabusseg.evaluation.metrics import EMPTY_CASES, METRIC_NAMES, pooled_dice
 
 UNKNOWN_CLASS = "unknown"
+
+
+class MetricStats(TypedDict):
+    """One metric over the images of a split (NaN skipped and counted)."""
+
+    mean: float | None
+    std: float | None
+    median: float | None
+    ci95: list[float | None]
+    n: int
+    n_nan: int
+
+
+class Summary(TypedDict, total=False):
+    """What :func:`summarize` returns (and ``summary.json`` holds): one :class:`MetricStats` per metric."""
+
+    n_images: int
+    pooled_dice: float | None
+    empty_cases: dict[str, int]
+    per_class: dict[str, Any]
+    bootstrap: dict[str, Any]
+    dice: MetricStats
+    iou: MetricStats
+    precision: MetricStats
+    recall: MetricStats
+    specificity: MetricStats
+    hd95: MetricStats
+    assd: MetricStats
+
+
+def metric_mean(summary: Mapping[str, Any] | None, metric: str = "dice") -> float | None:
+    """``summary[metric]["mean"]``, or ``None`` when the summary or the metric is missing."""
+    stats = (summary or {}).get(metric)
+    return stats.get("mean") if isinstance(stats, Mapping) else None
 
 
 def _num(x: float) -> float | None:
@@ -52,7 +86,7 @@ def bootstrap_mean_ci(
     return float(lo), float(hi)
 
 
-def describe(values: Sequence[float], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def describe(values: Sequence[float], n_bootstrap: int = 1000, seed: int = 0) -> MetricStats:
     """``mean, std, median, ci95, n, n_nan`` of one metric over images (NaN skipped and counted)."""
     arr = np.asarray(values, dtype=np.float64).reshape(-1)
     finite = arr[~np.isnan(arr)]
@@ -88,7 +122,7 @@ def _group_summary(rows: Sequence[dict[str, Any]], n_bootstrap: int, seed: int) 
     return out
 
 
-def summarize(rows: Sequence[dict[str, Any]], n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+def summarize(rows: Sequence[dict[str, Any]], n_bootstrap: int = 1000, seed: int = 0) -> Summary:
     """Summary of per-image rows (``id``, ``class``, metrics, counts, ``empty_case``): see the module docstring."""
     if n_bootstrap < 0:
         raise ValueError(f"n_bootstrap must be >= 0, got {n_bootstrap}")

@@ -23,6 +23,7 @@ from torch import nn
 from rabusseg.checkpoint import FROM_CHECKPOINT
 from rabusseg.constants import LESION_THRESHOLD
 from rabusseg.errors import ConfigError
+from rabusseg.evaluation.aggregate import Summary
 from rabusseg.evaluation.gallery import GalleryCases
 from rabusseg.evaluation.metrics import binary_metrics
 from rabusseg.evaluation.output import prepare_out_dir, write_evaluation
@@ -119,7 +120,7 @@ def evaluate_checkpoint(
     spacing: tuple[float, float] | None = None,
     progress: bool = True,
     n_bootstrap: int = 1000,
-) -> dict[str, Any]:
+) -> Summary:
     """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary.
 
     ``size``/``resize`` default to the checkpoint's own (:func:`~rabusseg.checkpoint.inference_geometry`).

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rabusseg.app.serve.security import NotFound, confined
+from rabusseg.evaluation.aggregate import metric_mean
 
 CURVE_KEYS = ("loss/total", "loss/sup", "loss/unsup", "loss/arp", "loss/cra", "lr", "keep_ratio")
 EVAL_KEYS = ("dice", "iou", "precision", "recall", "hd95", "student_dice", "teacher_dice")
@@ -37,9 +38,8 @@ def list_runs(runs_dir: Path | None) -> list[dict[str, Any]]:
             continue
         name = candidate.relative_to(runs_dir).as_posix()
         summary = _json(candidate / "summary.json") or {}
-        last = (summary.get("test_last") or {}).get("dice") or {}
         found.append({"name": name, "method": summary.get("method") or _method_of(candidate),
-                      "steps": summary.get("step"), "test_dice": last.get("mean"), "evals": evaluations(candidate)})  # fmt: skip
+                      "steps": summary.get("step"), "test_dice": metric_mean(summary.get("test_last")), "evals": evaluations(candidate)})  # fmt: skip
     return found
 
 
