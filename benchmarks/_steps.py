@@ -106,15 +106,14 @@ def build_run(model: str, method: str, size: int, batch: int, device: torch.devi
     run = prepare_run(config, info, run_dir, None, loader=loader, sampler=_Position(),
                       steps_per_epoch=config.train.steps_per_epoch)  # fmt: skip
     run.logger = _StepClock(device)
-    run.save_checkpoints = False
     return run
 
 
 def run_steps(run: Any, n: int) -> list[float]:
     """Run ``n`` steps of the training loop; seconds per step."""
-    from rabusseg.engine.loop import fit
+    from rabusseg.engine.loop import NO_CHECKPOINTS, fit
 
     run.config.train.max_steps = run.step + n
     run.logger.mark()
-    fit(run)
+    fit(run, NO_CHECKPOINTS)
     return run.logger.times[-n:]

@@ -138,6 +138,11 @@ class MethodConfig(_Strict):
     cutmix_prob: float = Field(0.5, ge=0, le=1)
 
     @property
+    def semi_supervised(self) -> bool:
+        """Every method but the supervised baseline trains on unlabelled images after warm-up."""
+        return self.name != "supervised"
+
+    @property
     def uses_teacher(self) -> bool:
         """Mean-teacher methods keep an EMA teacher; FixMatch labels with the student itself."""
         return self.name in ("mean_teacher", "ra_busseg")
@@ -146,6 +151,24 @@ class MethodConfig(_Strict):
     def uses_strong_view(self) -> bool:
         """Whether the student trains on the strong view of unlabelled images (always for FixMatch)."""
         return self.name == "fixmatch" or (self.uses_teacher and self.strong_view)
+
+    @property
+    def confidence_filter(self) -> bool:
+        """FixMatch keeps confident pixels (``fixmatch_threshold``); the others drop by entropy."""
+        return self.name == "fixmatch"
+
+    @property
+    def arp_loss(self) -> bool:
+        return self.name == "ra_busseg" and self.arp
+
+    @property
+    def cra_loss(self) -> bool:
+        return self.name == "ra_busseg" and self.cra
+
+    @property
+    def relations(self) -> bool:
+        """Whether the student's training forward computes the ARP/CRA outputs."""
+        return self.arp_loss or self.cra_loss
 
 
 class TrainConfig(_Strict):

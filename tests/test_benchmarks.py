@@ -11,6 +11,8 @@ from types import ModuleType
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end training: still run in CI
+
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -109,6 +109,7 @@ def test_a_cache_that_would_not_fit_is_refused_with_advice(phantoms: Path) -> No
     assert MIB == 1024 * 1024
 
 
+@pytest.mark.slow
 def test_a_truncated_unlabelled_image_stops_training_before_the_first_step(tmp_path: Path) -> None:
     from rabusseg.engine.trainer import train
 

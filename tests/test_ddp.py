@@ -11,6 +11,8 @@ import torch
 import torch.multiprocessing as mp
 from _train_helpers import make_tiny_dataset, tiny_config
 
+pytestmark = pytest.mark.slow  # end-to-end training: still run in CI
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -23,19 +25,15 @@ def _worker(rank: int, world_size: int, port: int, data: str, out: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
     torch.set_num_threads(1)
-    from rabusseg.engine import trainer
+    from rabusseg.engine.loop import FitHooks
+    from rabusseg.engine.trainer import train
 
-    fit = trainer.fit
-
-    def keep_weights(run):
-        outcome = fit(run)
+    def keep_weights(run) -> None:  # noqa: ANN001  (the public "loop finished" hook)
         torch.save({"student": run.student.state_dict(), "teacher": run.teacher.state_dict()}, Path(out) / f"rank{rank}.pt")
-        return outcome
 
-    trainer.fit = keep_weights
     # ra_busseg with warm-up: the ARP projection joins the gradient set after step 2 (find_unused path).
     cfg = tiny_config(Path(data), train={"epochs": 2, "warmup_epochs": 1, "steps_per_epoch": 2})
-    trainer.train(cfg, Path(out) / "run")
+    train(cfg, Path(out) / "run", hooks=FitHooks(finished=keep_weights))
 
 
 @pytest.mark.timeout(300)

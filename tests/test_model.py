@@ -89,13 +89,21 @@ def test_eval_mode_computes_no_relations(small_model: SegmentationModel) -> None
 
 
 def test_paper_model_forward_backward_real_numbers() -> None:
+    """The paper network's numbers, not only shapes: the ARP output is the 3x3 propagation of the
+    detached prediction on the projection's grid, and the loss reaches the stem."""
+    from rabusseg.models.relation import adjacent_propagation
+
     torch.manual_seed(1)
     model = build_model(ModelConfig()).train()
     out = model(torch.randn(2, 3, 48, 48))
     assert out.pred.shape == (2, 2, 13, 13)  # ceil-mode stem: 48 -> 24 -> 13
     assert out.proj.shape == (2, 256, 7, 7)
+    assert torch.isfinite(out.pred).all() and out.pred.std() > 0
+    expected = upsample_logits(adjacent_propagation(out.proj, upsample_logits(out.pred.detach(), (7, 7))), (13, 13))
+    torch.testing.assert_close(out.arp_pred, expected, rtol=1e-5, atol=1e-6)
     (out.pred.mean() + out.arp_pred.mean()).backward()
-    assert torch.isfinite(model.encoder.conv1[0].weight.grad).all()
+    stem = model.encoder.conv1[0].weight.grad
+    assert torch.isfinite(stem).all() and stem.abs().sum() > 0
 
 
 def test_real_forward_on_odd_size_mobilenet() -> None:

@@ -13,7 +13,7 @@ from _tiny_checkpoint import BrightnessNet, tiny_checkpoint  # noqa: F401  (fixt
 from rabusseg.cli import main
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.errors import OutputExistsError
-from rabusseg.inference.ranking import rank_unlabeled, uncertainty_region
+from rabusseg.inference.ranking import rank_unlabeled, uncertainty_region, uncertainty_scores
 from rabusseg.inference.segmenter import Segmenter, SegmenterResult
 
 # BrightnessNet: 0 -> certain background, 255 -> certain lesion, 124 -> coin flip.
@@ -60,7 +60,20 @@ def test_top_and_tta_disagreement(dataset: DatasetFolder) -> None:
     seg = Segmenter(BrightnessNet(), size=32)
     rows = rank_unlabeled(seg, dataset, dataset.split("unlabeled"), top=2, tta=True, progress=False)
     assert len(rows) == 2 and [r["rank"] for r in rows] == [1, 2]
-    assert all(0.0 <= r["disagreement"] <= 1.0 for r in rows)
+    assert all(r["score"] == pytest.approx((r["entropy"] + r["disagreement"]) / 2) for r in rows)  # TTA enters the score
+
+
+def test_disagreement_and_score_by_hand() -> None:
+    """Variance 0.01 everywhere: disagreement 2 * sqrt(0.01) = 0.2; score = (entropy + 0.2) / 2."""
+    probs = np.zeros((20, 20), np.float32)
+    probs[5:10, 5:10] = 0.9
+    entropy = np.full((20, 20), 0.4, np.float32)
+    result = SegmenterResult(mask=probs > 0.5, probabilities=probs, entropy=entropy, variance=np.full((20, 20), 0.01, np.float32))
+    scores = uncertainty_scores(result)
+    assert scores["disagreement"] == pytest.approx(0.2) and scores["entropy"] == pytest.approx(0.4)
+    assert scores["score"] == pytest.approx(0.3) and scores["lesion_area_px"] == 25
+    no_tta = uncertainty_scores(SegmenterResult(mask=result.mask, probabilities=probs, entropy=entropy))
+    assert no_tta["disagreement"] == 0.0 and no_tta["score"] == pytest.approx(0.4)
 
 
 def test_region_covers_lesion_and_band() -> None:

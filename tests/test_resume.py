@@ -12,6 +12,8 @@ from rabusseg.checkpoint import load_checkpoint
 from rabusseg.engine.trainer import train
 from rabusseg.errors import CheckpointError
 
+pytestmark = pytest.mark.slow  # end-to-end training: still run in CI
+
 
 def _assert_same_state(a: dict, b: dict, where: str) -> None:
     assert a.keys() == b.keys()

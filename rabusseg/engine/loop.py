@@ -2,7 +2,8 @@
 
 Read :func:`fit` top to bottom (METHOD section 3).  Stream suffixes follow UniMatch: ``_x``
 labelled, ``_u_w`` unlabelled weak view, ``_u_s`` the view the student trains on (the weak one
-or the strong one with CutMix).  The methods differ only in the unlabelled terms:
+or the strong one with CutMix).  The methods differ only in the unlabelled terms, computed by
+the pure helpers of :mod:`rabusseg.engine.terms` from properties of the method config:
 
 ==============  =====================  =================================  ==========
 method          pseudo-labels from      filtering                          ARP / CRA
@@ -31,20 +32,13 @@ from rabusseg.engine.augment import cutmix, cutmix_boxes
 from rabusseg.engine.distributed import DistInfo, barrier, broadcast_object
 from rabusseg.engine.ema import ema_decay, ema_update
 from rabusseg.engine.logger import LossMeter
-from rabusseg.engine.pseudo_labels import confidence_mask, drop_fraction, entropy_filter, keep_ratio, pseudo_labels
+from rabusseg.engine.pseudo_labels import drop_fraction, pseudo_labels
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
 from rabusseg.engine.schedule import poly_lr, rampup
 from rabusseg.engine.state import TrainingRun, save_training_state
+from rabusseg.engine.terms import cutmix_targets, loss_weights, relation_terms, unlabeled_targets, unsupervised_term
 from rabusseg.errors import RabussegError
-from rabusseg.losses import (
-    IGNORE_INDEX,
-    arp_loss,
-    cra_loss,
-    cross_entropy,
-    ohem_cross_entropy,
-    pseudo_label_cross_entropy,
-    weighted_pseudo_label_cross_entropy,
-)
+from rabusseg.losses import cross_entropy, ohem_cross_entropy
 from rabusseg.models.outputs import concat_outputs
 
 
@@ -82,14 +76,9 @@ def finite_flag(loss: torch.Tensor, info: DistInfo) -> Callable[[], bool]:
     return lambda: bool(event.synchronize() or host.item() > 0)
 
 
-def stream_slice(which: str, n_x: int, n_u: int) -> slice:
-    """Rows of a [labelled; unlabelled] batch that feed a relation term (``method.*_images``)."""
-    return {"labeled": slice(0, n_x), "unlabeled": slice(n_x, n_x + n_u), "both": slice(0, n_x + n_u)}[which]
-
-
-def _checkpoint(run: TrainingRun, name: str, epoch: int) -> None:
-    if run.save_checkpoints:
-        save_training_state(run, run.run_dir / name, epoch)
+def save_training_checkpoint(run: TrainingRun, name: str, epoch: int) -> None:
+    """The default checkpoint hook: ``last.pt`` / ``best.pt`` in the run directory (every rank calls it)."""
+    save_training_state(run, run.run_dir / name, epoch)
 
 
 def _val_means(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
@@ -101,7 +90,7 @@ def _val_means(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     return {k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}
 
 
-def validate(run: TrainingRun, epoch: int) -> float | None:
+def validate(run: TrainingRun, epoch: int, save: Callable[[TrainingRun, str, int], None] = save_training_checkpoint) -> float | None:
     """Validation Dice of the evaluated network on ``data.val`` (rank 0; others wait); best.pt on improvement.
 
     With a teacher, both networks are scored: ``student_dice`` and ``teacher_dice`` sit beside the
@@ -124,7 +113,7 @@ def validate(run: TrainingRun, epoch: int) -> float | None:
     improved, dice = broadcast_object((improved, dice), run.info)  # every rank saves (RNG states are gathered)
     if improved:
         run.best = {"dice": dice, "step": run.step, "epoch": epoch}
-        _checkpoint(run, BEST_CHECKPOINT, epoch)
+        save(run, BEST_CHECKPOINT, epoch)
     barrier(run.info)
     return dice
 
@@ -139,14 +128,39 @@ def monitor_pseudo_labels(run: TrainingRun, epoch: int) -> None:
     run.logger.eval("pseudo", run.step, epoch, run.monitor.measure(labeller, run.student, drop))
 
 
-def fit(run: TrainingRun) -> FitOutcome:
+def end_of_epoch(run: TrainingRun, epoch: int, hooks: FitHooks) -> None:
+    """The default epoch-end hook: validation (best.pt on improvement) and the pseudo-label monitor."""
+    t = run.config.train
+    if (epoch + 1) % t.eval_every_epochs == 0 or epoch + 1 == t.epochs:
+        if run.ids.val:
+            validate(run, epoch, hooks.save)
+        if run.config.method.semi_supervised and epoch >= t.warmup_epochs:
+            monitor_pseudo_labels(run, epoch)
+
+
+@dataclass(frozen=True)
+class FitHooks:
+    """What :func:`fit` calls besides the steps: the I/O of a run, replaceable (the speed
+    benchmark trains without writing checkpoints; tests keep each rank's weights)."""
+
+    save: Callable[[TrainingRun, str, int], None] = save_training_checkpoint
+    """``save(run, name, epoch)`` for ``last.pt`` / ``best.pt``."""
+    epoch_end: Callable[[TrainingRun, int, FitHooks], None] = end_of_epoch
+    """``epoch_end(run, epoch, hooks)`` after each complete epoch, before its checkpoint."""
+    finished: Callable[[TrainingRun], None] | None = None
+    """Called once when the loop ends (after the final ``last.pt``)."""
+
+
+NO_CHECKPOINTS = FitHooks(save=lambda run, name, epoch: None)
+"""Train without writing ``last.pt`` / ``best.pt``."""
+
+
+def fit(run: TrainingRun, hooks: FitHooks | None = None) -> FitOutcome:
     """Train from ``run.step`` to the end (or ``train.max_steps``), checkpointing on the way."""
+    hooks = hooks or FitHooks()
     cfg, m, info = run.config, run.config.method, run.info
     dev, spe = info.device, run.steps_per_epoch
     student, teacher, model, optimizer = run.student, run.teacher, run.model, run.optimizer
-    semi = m.name != "supervised"
-    relations = m.name == "ra_busseg" and (m.arp or m.cra)
-    strong = m.uses_strong_view
     crop = (cfg.data.crop_size, cfg.data.crop_size)
     autocast, memory_format = run.precision.autocast, run.precision.memory_format
     sup_loss = partial(ohem_cross_entropy, threshold=cfg.loss.ohem_threshold, min_kept=cfg.loss.ohem_min_kept) \
@@ -173,7 +187,7 @@ def fit(run: TrainingRun) -> FitOutcome:
             mask_x = batch_x["mask"].to(dev, non_blocking=True)
             terms: dict[str, torch.Tensor] = {}
             extra: dict[str, torch.Tensor] = {}
-            if warm or not semi:
+            if warm or not m.semi_supervised:
                 # Warm-up (and the supervised baseline): labelled images only, L_sup only.
                 with autocast():
                     pred_x = model(img_x, relations=False).pred
@@ -181,57 +195,37 @@ def fit(run: TrainingRun) -> FitOutcome:
                 n_images = img_x.shape[0]
             else:
                 img_u_w = batch_u["image"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
-                valid_u = batch_u["valid"].to(dev, non_blocking=True)
-                # 1. Pseudo-labels on the weak view: teacher (eval mode, no grad) or, for FixMatch, the student.
+                # 1. Pseudo-labels on the weak view: the teacher (eval mode, no grad), or the student for FixMatch.
                 labeller = teacher if teacher is not None else student
                 was_training = labeller.training
                 labeller.eval()
                 with torch.no_grad(), autocast():
-                    probs_u_w, mask_u = pseudo_labels(labeller(img_u_w, relations=False).pred, crop)
+                    probs_u_w, argmax_u = pseudo_labels(labeller(img_u_w, relations=False).pred, crop)
                 labeller.train(was_training)
-                mask_u = torch.where(valid_u, mask_u, IGNORE_INDEX)  # crop padding carries no label
                 # 2. Filtering: confidence (FixMatch) or the entropy schedule (mean teacher, RA-BUSSeg).
-                if m.name == "fixmatch":
-                    conf_u = confidence_mask(probs_u_w, m.fixmatch_threshold)
-                else:
-                    mask_u = entropy_filter(probs_u_w, mask_u, drop, per_image=m.filter_per_image)
+                targets = unlabeled_targets(probs_u_w, argmax_u, batch_u["valid"].to(dev, non_blocking=True), m, drop)
                 # 3. The student's view: weak, or strong intensity + CutMix with the next image of the batch.
                 img_u_s = img_u_w
-                if strong:
+                if m.uses_strong_view:
                     img_u_s = batch_u["image_strong"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
                     boxes = cutmix_boxes(img_u_s.shape[0], crop, m.cutmix_prob, generator, device=dev)
                     img_u_s = cutmix(img_u_s, img_u_s.roll(1, dims=0), boxes)
-                    mask_u = cutmix(mask_u, mask_u.roll(1, dims=0), boxes)
-                    if m.name == "fixmatch":
-                        conf_u = cutmix(conf_u, conf_u.roll(1, dims=0), boxes)
+                    targets = cutmix_targets(targets, boxes)
                 # 4. The student forward on [labelled; unlabelled]: one pass (shared BatchNorm
                 #    statistics), or one pass per stream (method.separate_forward, as UniMatch).
                 n_x, n_u = img_x.shape[0], img_u_s.shape[0]
                 with autocast():
                     if m.separate_forward:
-                        out = concat_outputs([model(img_x, relations=relations), model(img_u_s, relations=relations)])
+                        out = concat_outputs([model(img_x, relations=m.relations), model(img_u_s, relations=m.relations)])
                     else:
-                        out = model(torch.cat((img_x, img_u_s)), relations=relations)
+                        out = model(torch.cat((img_x, img_u_s)), relations=m.relations)
                     pred_x, pred_u_s = out.pred.split([n_x, n_u])
                     terms["sup"] = sup_loss(pred_x, mask_x)
-                    if m.name == "fixmatch":
-                        terms["unsup"] = weighted_pseudo_label_cross_entropy(pred_u_s, mask_u, conf_u)
-                        extra["keep_ratio"] = (conf_u * (mask_u != IGNORE_INDEX)).mean()
-                    else:
-                        terms["unsup"] = pseudo_label_cross_entropy(pred_u_s, mask_u)
-                        extra["keep_ratio"] = keep_ratio(mask_u)
-                    labels = torch.cat((mask_x, mask_u))  # GT on labelled, filtered pseudo-labels on unlabelled
-                    if m.name == "ra_busseg" and m.arp:
-                        rows = stream_slice(m.arp_images, n_x, n_u)
-                        terms["arp"] = arp_loss(out.arp_pred[rows], labels[rows])
-                    if m.name == "ra_busseg" and m.cra:
-                        rows = stream_slice(m.cra_images, n_x, n_u)
-                        terms["cra"] = cra_loss(tuple(f[rows] for f in out.features), out.proj[rows], labels[rows],
-                                                num_landmarks=m.num_landmarks, generator=generator,
-                                                affinity=run.landmark_affinity)  # fmt: skip
+                    terms["unsup"], extra["keep_ratio"] = unsupervised_term(pred_u_s, targets)
+                    labels = torch.cat((mask_x, targets.labels))  # GT on labelled, filtered pseudo-labels on unlabelled
+                    terms |= relation_terms(out, labels, n_x, n_u, m, generator=generator, affinity=run.landmark_affinity)
                 n_images = n_x + n_u
-            ramp = rampup(run.step - run.warmup_steps, cfg.loss.unsup_rampup_epochs * spe)
-            weights = {"sup": 1.0, "unsup": cfg.loss.unsup_weight * ramp, "arp": cfg.loss.arp_weight, "cra": cfg.loss.cra_weight}
+            weights = loss_weights(cfg, rampup(run.step - run.warmup_steps, cfg.loss.unsup_rampup_epochs * spe))
             total = sum(weights[name] * value for name, value in terms.items())
 
             # 5. Backward and update, unless the loss is not finite (skip; give up after N in a row).
@@ -263,20 +257,16 @@ def fit(run: TrainingRun) -> FitOutcome:
             if stopped:
                 break
             if run.step % cfg.train.checkpoint_every_steps == 0 and run.step % spe != 0:
-                _checkpoint(run, LAST_CHECKPOINT, epoch)
+                hooks.save(run, LAST_CHECKPOINT, epoch)
             waiting_since = time.perf_counter()
 
         if run.step % spe == 0:  # the epoch is complete
-            if (epoch + 1) % cfg.train.eval_every_epochs == 0 or epoch + 1 == cfg.train.epochs:
-                if run.ids.val:
-                    validate(run, epoch)
-                if semi and not warm:
-                    monitor_pseudo_labels(run, epoch)
+            hooks.epoch_end(run, epoch, hooks)
             if run.step % cfg.train.checkpoint_every_steps == 0:
-                _checkpoint(run, LAST_CHECKPOINT, epoch)
+                hooks.save(run, LAST_CHECKPOINT, epoch)
             meter.restart_clock()
             epoch += 1
-    _checkpoint(run, LAST_CHECKPOINT, min(epoch, cfg.train.epochs - 1))
+    hooks.save(run, LAST_CHECKPOINT, min(epoch, cfg.train.epochs - 1))
+    if hooks.finished is not None:
+        hooks.finished(run)
     return FitOutcome(run.step, epoch, stopped)
-
-

@@ -111,7 +111,7 @@ class PseudoLabelMonitor:
                     x = image.unsqueeze(0).to(self.device).contiguous(memory_format=self.memory_format)
                     gt = mask.unsqueeze(0).to(self.device)
                     probs, pseudo = _probabilities(labeller, x)
-                    if m.name == "fixmatch":
+                    if m.confidence_filter:
                         keep = confidence_mask(probs, m.fixmatch_threshold).bool()
                         filtered = torch.where(keep, pseudo, IGNORE_INDEX)
                     else:

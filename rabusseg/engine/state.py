@@ -63,8 +63,6 @@ class TrainingRun:
     """A :class:`~rabusseg.engine.monitor.PseudoLabelMonitor` when ``train.monitor_unlabeled`` > 0."""
     notes: list[str] = field(default_factory=list)
     """Set-up facts for the log (what the data cache decoded, and in how long)."""
-    save_checkpoints: bool = True
-    """``False``: the loop writes no ``last.pt``/``best.pt`` (speed benchmarks)."""
 
     @property
     def total_steps(self) -> int:

@@ -33,7 +33,7 @@ from rabusseg.engine.distributed import (
     init_distributed,
 )
 from rabusseg.engine.logger import NullLogger, RunLogger
-from rabusseg.engine.loop import fit
+from rabusseg.engine.loop import FitHooks, fit
 from rabusseg.engine.precision import StepPrecision, flush_denormals, resolve_precision
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT, prepare_run_dir
 from rabusseg.engine.state import TrainingRun, restore_training_state
@@ -107,7 +107,7 @@ def _build_networks(config: Config, info: DistInfo, precision: StepPrecision) ->
     m = config.method
     _seed_everything(config.train.seed)  # same initial weights on every rank
     student = build_model(config.model)
-    if not (m.name == "ra_busseg" and m.arp):
+    if not m.arp_loss:
         # No loss trains the ARP projection: freeze it so that optimiser and DDP ignore it.
         student.proj.requires_grad_(False)
     student = convert_sync_batchnorm(student, info).to(info.device, memory_format=precision.memory_format)
@@ -138,7 +138,7 @@ def _wrap(student: nn.Module, config: Config, info: DistInfo) -> nn.Module:
         m = config.method
         # The ARP projection trains only after warm-up (relations=False before): DDP must look for
         # unused parameters exactly when that set changes during the run.
-        varies = m.name == "ra_busseg" and m.arp and config.train.warmup_epochs > 0
+        varies = m.arp_loss and config.train.warmup_epochs > 0
         device_ids = [info.device.index] if info.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(student, device_ids=device_ids, find_unused_parameters=varies)
     if config.train.compile:
@@ -148,7 +148,7 @@ def _wrap(student: nn.Module, config: Config, info: DistInfo) -> nn.Module:
 
 def _check_batch_norm_batch(config: Config, info: DistInfo) -> None:
     """Labelled-only steps with one image per BatchNorm batch cannot train (ASPP's pooled branch)."""
-    labelled_only = config.method.name == "supervised" or config.train.warmup_epochs > 0
+    labelled_only = not config.method.semi_supervised or config.train.warmup_epochs > 0
     synced = info.distributed and info.device.type == "cuda"  # SyncBatchNorm pools the ranks' images
     if config.train.batch_size == 1 and labelled_only and not synced:
         raise ConfigError(
@@ -231,7 +231,7 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
     (the speed benchmark feeds in-memory batches and passes ``ids=None``).  The logger is a
     :class:`NullLogger` until the caller installs one.
     """
-    semi = config.method.name != "supervised"
+    semi = config.method.semi_supervised
     notes: list[str] = []
     if loader is None:
         if ids is None:
@@ -265,8 +265,13 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
                        landmark_affinity=_landmark_path(config, info.device), notes=notes, monitor=monitor)  # fmt: skip
 
 
-def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train ``config`` into ``run_dir`` (see docs/training.md); works alone or under torchrun."""
+def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False,
+          hooks: FitHooks | None = None) -> TrainResult:  # fmt: skip
+    """Train ``config`` into ``run_dir`` (see docs/training.md); works alone or under torchrun.
+
+    ``hooks`` replace what the loop does besides the steps (:class:`~rabusseg.engine.loop.FitHooks`:
+    checkpoint writing, the epoch-end validation, a callback when the loop ends).
+    """
     # Before any tensor work, so that torch's threads inherit it (engine/precision.py).
     pool_flushes = flush_denormals() if config.train.flush_denormal else True
     info = init_distributed(config.train.device)
@@ -274,8 +279,7 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
     try:
         _check_batch_norm_batch(config, info)
         state = _on_main(info, lambda: prepare_run_dir(run_dir, resume=resume, overwrite=overwrite))
-        semi = config.method.name != "supervised"
-        ids = _on_main(info, lambda: load_split_ids(config.data, need_unlabeled=semi))
+        ids = _on_main(info, lambda: load_split_ids(config.data, need_unlabeled=config.method.semi_supervised))
         run = prepare_run(config, info, run_dir, ids)
         if state.resume_from is not None:
             restore_training_state(run, load_checkpoint(state.resume_from, map_location=info.device), state.resume_from)
@@ -290,7 +294,7 @@ def train(config: Config, run_dir: str | os.PathLike[str], *, resume: bool = Fal
                 run.logger.message(note)
         started = time.perf_counter()
         try:
-            outcome = fit(run)
+            outcome = fit(run, hooks)
             summary = _on_main(info, lambda: _write_summary(run, time.perf_counter() - started))
         finally:
             run.logger.close()

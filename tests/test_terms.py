@@ -1,0 +1,79 @@
+"""The method-specific pieces of a step (rabusseg.engine.terms), by hand."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rabusseg.config import Config, MethodConfig
+from rabusseg.constants import IGNORE_INDEX
+from rabusseg.engine.terms import (
+    UnlabeledTargets,
+    cutmix_targets,
+    loss_weights,
+    stream_slice,
+    unlabeled_targets,
+    unsupervised_term,
+)
+from rabusseg.losses import pseudo_label_cross_entropy
+
+
+def _probs(lesion: torch.Tensor) -> torch.Tensor:
+    return torch.stack([1 - lesion, lesion], dim=1)  # (B, 2, H, W)
+
+
+def test_method_properties_name_what_each_method_computes() -> None:
+    assert [MethodConfig(name=n).semi_supervised for n in ("supervised", "mean_teacher")] == [False, True]
+    ra = MethodConfig(name="ra_busseg")
+    assert ra.relations and ra.arp_loss and ra.cra_loss and ra.uses_teacher and not ra.confidence_filter
+    assert not MethodConfig(name="ra_busseg", arp=False, cra=False).relations
+    assert not MethodConfig(name="mean_teacher").relations  # the ARP/CRA switches belong to RA-BUSSeg
+    fix = MethodConfig(name="fixmatch", strong_view=False)
+    assert fix.confidence_filter and fix.uses_strong_view and not fix.uses_teacher
+
+
+def test_padding_is_unlabelled_and_fixmatch_keeps_confident_pixels() -> None:
+    lesion = torch.tensor([[[0.99, 0.6], [0.2, 0.01]]])
+    labels = (lesion > 0.5).long()
+    valid = torch.tensor([[[True, True], [True, False]]])
+    fix = unlabeled_targets(_probs(lesion), labels, valid, MethodConfig(name="fixmatch", fixmatch_threshold=0.9), 0.0)
+    assert fix.labels.tolist() == [[[1, 1], [0, IGNORE_INDEX]]]
+    assert fix.confidence.tolist() == [[[1.0, 0.0], [0.0, 1.0]]]  # 0.6 and 0.8 are not confident
+    ent = unlabeled_targets(_probs(lesion), labels, valid, MethodConfig(name="ra_busseg"), drop=1 / 3)
+    assert ent.confidence is None
+    assert ent.labels.tolist() == [[[1, IGNORE_INDEX], [0, IGNORE_INDEX]]]  # 1 of 3 valid pixels dropped: 0.6
+
+
+def test_per_image_filtering_drops_a_share_of_each_image() -> None:
+    lesion = torch.tensor([[[0.5, 0.5, 0.5, 0.5]], [[0.99, 0.98, 0.97, 0.6]]])  # image 0 is all uncertain
+    labels, valid = (lesion > 0.5).long(), torch.ones_like(lesion, dtype=torch.bool)
+    batch = unlabeled_targets(_probs(lesion), labels, valid, MethodConfig(filter_per_image=False), drop=0.5)
+    per_image = unlabeled_targets(_probs(lesion), labels, valid, MethodConfig(filter_per_image=True), drop=0.5)
+    assert (batch.labels == IGNORE_INDEX).sum(dim=(1, 2)).tolist() == [4, 0]  # the batch's 4 most uncertain
+    assert (per_image.labels == IGNORE_INDEX).sum(dim=(1, 2)).tolist() == [2, 2]
+
+
+def test_cutmix_moves_labels_and_confidence_with_the_image() -> None:
+    labels = torch.tensor([[[1, 1]], [[0, 0]]])
+    confidence = torch.tensor([[[1.0, 1.0]], [[0.0, 0.0]]])
+    boxes = torch.tensor([[[True, False]], [[False, False]]])  # image 0 takes pixel 0 from image 1
+    mixed = cutmix_targets(UnlabeledTargets(labels, confidence), boxes)
+    assert mixed.labels.tolist() == [[[0, 1]], [[0, 0]]] and mixed.confidence.tolist() == [[[0.0, 1.0]], [[0.0, 0.0]]]
+
+
+def test_unsupervised_terms() -> None:
+    logits = torch.zeros(1, 2, 1, 4)  # p = 0.5 everywhere: CE = ln 2 on every pixel
+    labels = torch.tensor([[[1, 0, IGNORE_INDEX, IGNORE_INDEX]]])
+    loss, kept = unsupervised_term(logits, UnlabeledTargets(labels))
+    assert loss == pytest.approx(pseudo_label_cross_entropy(logits, labels)) and loss == pytest.approx(2 * 0.6931, abs=1e-3)
+    assert kept == pytest.approx(0.5)  # scaled by all / kept pixels = 2
+    weighted, kept_w = unsupervised_term(logits, UnlabeledTargets(labels, torch.tensor([[[1.0, 0.0, 1.0, 1.0]]])))
+    assert weighted == pytest.approx(0.6931 / 2, abs=1e-3)  # one confident pixel of two valid
+    assert kept_w == pytest.approx(0.25)
+
+
+def test_stream_rows_and_loss_weights() -> None:
+    assert stream_slice("labeled", 2, 3) == slice(0, 2) and stream_slice("unlabeled", 2, 3) == slice(2, 5)
+    assert stream_slice("both", 2, 3) == slice(0, 5)
+    cfg = Config.model_validate({"loss": {"unsup_weight": 2.0, "arp_weight": 0.25, "cra_weight": 0.1}})
+    assert loss_weights(cfg, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.25, "cra": 0.1}
