@@ -3,7 +3,8 @@
     python docs/screenshots.py --checkpoint RUN/checkpoints/last.pt --runs RUNS_DIR --data DATASET --image SCAN.png
 
 Starts the workbench on a free local port, drives Debian's Chromium with Playwright through one
-use of each page, and saves a screenshot of each.  The annotate page works on a copy of
+use of each page, and saves a screenshot of each.  Segment and Runs read ``--data`` as it is (the
+gallery shows the images of the run's evaluated dataset); the annotate page works on a copy of
 ``--data``'s split lists and masks in a temporary folder, so nothing of the dataset changes.
 """
 
@@ -45,13 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split", default="1_8/unlabeled")
     args = parser.parse_args(argv)
     OUT.mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rabusseg-shots-") as tmp:
-        data = scratch_copy(args.data, Path(tmp))
-        settings = ServeSettings(checkpoints=[args.checkpoint], runs=args.runs, data=data)
-        with running_server(settings) as url, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        # Segment and Runs only read: the real --data, so the gallery shows the evaluated images.
+        with running_server(ServeSettings(checkpoints=[args.checkpoint], runs=args.runs, data=args.data)) as url:
             page = browser.new_page(viewport={"width": 1500, "height": 900})
-            page.on("dialog", lambda dialog: dialog.accept())
             page.goto(f"{url}/segment")
             page.wait_for_selector("body[data-ready='1']")
             page.set_input_files("[data-testid=upload]", str(args.image))
@@ -68,23 +67,29 @@ def main(argv: list[str] | None = None) -> None:
                 page.select_option("[data-testid=compare-with]", args.compare)
                 page.wait_for_selector("[data-testid=scatter] circle")
             page.screenshot(path=str(OUT / "runs.png"), full_page=True)
-
-            page.goto(f"{url}/annotate")
-            page.wait_for_selector("body[data-ready='1']")
-            page.select_option("[data-testid=split]", args.split)
-            page.click("[data-testid=rank]")
-            page.wait_for_selector("[data-testid=queue-item]", timeout=600000)
-            page.locator("[data-testid=queue-item]").first.click()
-            page.wait_for_selector("[data-testid=annotate-canvas][data-ready='1']")
-            box = page.locator("[data-testid=annotate-canvas]").bounding_box()
-            page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45)
-            page.mouse.down()
-            page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=12)
-            page.mouse.up()
-            page.click("[data-testid=save-mask]")
-            page.wait_for_selector("[data-testid=train-command]:not([hidden])")
-            page.screenshot(path=str(OUT / "annotate.png"))
-            browser.close()
+            page.close()
+        # Annotate writes a mask and a split list: on a scratch copy of --data.
+        with tempfile.TemporaryDirectory(prefix="rabusseg-shots-") as tmp:
+            data = scratch_copy(args.data, Path(tmp))
+            with running_server(ServeSettings(checkpoints=[args.checkpoint], runs=args.runs, data=data)) as url:
+                page = browser.new_page(viewport={"width": 1500, "height": 900})
+                page.on("dialog", lambda dialog: dialog.accept())
+                page.goto(f"{url}/annotate")
+                page.wait_for_selector("body[data-ready='1']")
+                page.select_option("[data-testid=split]", args.split)
+                page.click("[data-testid=rank]")
+                page.wait_for_selector("[data-testid=queue-item]", timeout=600000)
+                page.locator("[data-testid=queue-item]").first.click()
+                page.wait_for_selector("[data-testid=annotate-canvas][data-ready='1']")
+                box = page.locator("[data-testid=annotate-canvas]").bounding_box()
+                page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.45)
+                page.mouse.down()
+                page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.5, steps=12)
+                page.mouse.up()
+                page.click("[data-testid=save-mask]")
+                page.wait_for_selector("[data-testid=train-command]:not([hidden])")
+                page.screenshot(path=str(OUT / "annotate.png"))
+        browser.close()
     print(f"wrote {', '.join(str(OUT / n) for n in ('segment.png', 'runs.png', 'annotate.png'))}")
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
@@ -68,7 +69,7 @@ class DataConfig(_Strict):
     appearance_p: float = Field(0.0, ge=0, le=1)
     """Probability of each scanner-appearance change (gain/contrast, gamma, blur, speckle) on
     labelled crops; 0 = none.  [choice] (docs/choices.md)."""
-    eval_size: int | None = 512
+    eval_size: int | None = DEFAULT_INFERENCE_SIZE
     """Inference size for validation/test; ``None`` evaluates the full image.  Checkpoints carry it:
     ``evaluate``/``predict``/``export`` default to it."""
     eval_resize: Literal["square", "longest"] = "square"

@@ -11,8 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rabusseg.config import LossConfig
 from rabusseg.constants import IGNORE_INDEX
 from rabusseg.models.resize import upsample_logits
+
+_LOSS_DEFAULTS = LossConfig()
+"""Defaults are written once, in config.py."""
 
 
 def _to_label_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -24,8 +28,8 @@ def ohem_cross_entropy(
     logits: torch.Tensor,
     labels: torch.Tensor,
     *,
-    threshold: float = 0.7,
-    min_kept: int = 100_000,
+    threshold: float = _LOSS_DEFAULTS.ohem_threshold,
+    min_kept: int = _LOSS_DEFAULTS.ohem_min_kept,
     ignore_index: int = IGNORE_INDEX,
 ) -> torch.Tensor:
     """Online hard-example mining cross-entropy over the whole batch.

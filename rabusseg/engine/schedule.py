@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+from rabusseg.config import OptimConfig
 
-def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = OptimConfig().poly_power) -> float:
     """``base_lr * (1 - step / total_steps) ** power``; ``step`` counts from 0.
 
     Clamped at 0 past the end so a run extended by ``max_steps`` never gets a negative rate.

@@ -32,7 +32,7 @@ RESUMABLE_KEYS = {("train", "max_steps"), ("train", "progress"), ("data", "num_w
 """Settings a resumed run may change: they do not alter the numbers it computes."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainingRun:
     """The prepared pieces of a run (built by :mod:`rabusseg.engine.trainer`)."""
 
@@ -50,7 +50,7 @@ class TrainingRun:
     sampler: KeyBatchSampler
     steps_per_epoch: int
     logger: NullLogger
-    precision: StepPrecision = field(kw_only=True)
+    precision: StepPrecision
     """bf16 autocast, memory format and denormal flushing of the steps (:mod:`rabusseg.engine.precision`)."""
     landmark_affinity: str = "rows"
     """CRA landmark path resolved from ``method.landmark_affinity`` (``rows`` or ``full``)."""

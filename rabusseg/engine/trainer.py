@@ -260,8 +260,9 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
         notes.append(f"monitoring the pseudo-labels of {len(chosen)} unlabelled images against their masks "
                      "(train.monitor_unlabeled; the masks never reach a loss)")  # fmt: skip
     _seed_everything(config.train.seed * 1009 + info.rank)  # per-rank dropout streams
-    return TrainingRun(config, info, run_dir, ids, student, model, teacher, optimizer, loader, sampler,  # type: ignore[arg-type]
-                       steps_per_epoch, NullLogger(), precision=precision,
+    return TrainingRun(config=config, info=info, run_dir=run_dir, ids=ids, student=student, model=model,  # type: ignore[arg-type]
+                       teacher=teacher, optimizer=optimizer, loader=loader, sampler=sampler,
+                       steps_per_epoch=steps_per_epoch, logger=NullLogger(), precision=precision,
                        landmark_affinity=_landmark_path(config, info.device), notes=notes, monitor=monitor)  # fmt: skip
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT
-from rabusseg.constants import LESION_THRESHOLD
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE, LESION_THRESHOLD
 from rabusseg.errors import ConfigError
 from rabusseg.evaluation.aggregate import Summary
 from rabusseg.evaluation.gallery import GalleryCases
@@ -49,7 +49,7 @@ def evaluate_model(
     folder: DatasetFolder | str | os.PathLike[str],
     ids: Sequence[str],
     *,
-    size: int | None = 512,
+    size: int | None = DEFAULT_INFERENCE_SIZE,
     device: str | torch.device | None = None,
     tta: bool = False,
     batch_size: int = 1,

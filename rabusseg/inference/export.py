@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import CheckpointError, RabussegError, refuse_existing
 from rabusseg.inference.segmenter import BaseSegmenter
 from rabusseg.inference.tta import logits_of, predict_probabilities_with_variance
@@ -44,7 +45,7 @@ class InferenceGraph(nn.Module):
 
 
 def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[str], *, dynamic: bool = False,
-                size: int = 512, opset: int = 17, weights: str = "auto", overwrite: bool = False) -> Path:
+                size: int = DEFAULT_INFERENCE_SIZE, opset: int = 17, weights: str = "auto", overwrite: bool = False) -> Path:
     """Write the checkpoint's inference graph to ``out_path`` (ONNX, legacy TorchScript exporter).
 
     A dynamic export is run once more at another size and compared with torch, because a size

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
-from rabusseg.constants import LESION_THRESHOLD
+from rabusseg.constants import DEFAULT_INFERENCE_SIZE, LESION_THRESHOLD
 from rabusseg.devices import resolve_device
 from rabusseg.errors import DataError
 from rabusseg.inference.tta import (
@@ -68,7 +68,7 @@ def to_rgb_uint8(image: np.ndarray, name: str = "image") -> np.ndarray:
 class BaseSegmenter:
     """Pre/post-processing shared by the torch and ONNX Runtime engines."""
 
-    def __init__(self, *, size: int | None = 512, tta: bool = False, flip: bool = True,
+    def __init__(self, *, size: int | None = DEFAULT_INFERENCE_SIZE, tta: bool = False, flip: bool = True,
                  scales: Sequence[float] = DEFAULT_SCALES, threshold: float = LESION_THRESHOLD, source: str = "<model>",
                  resize: str = "square") -> None:  # fmt: skip
         from rabusseg.data.transforms import EVAL_RESIZE_MODES
