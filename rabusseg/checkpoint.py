@@ -117,33 +117,17 @@ def inference_state_dict(payload: dict[str, Any], which: str = "auto") -> dict[s
     return state
 
 
-def _describe_mismatch(missing: list[str], unexpected: list[str], shapes: list[str]) -> str:
-    parts = []
-    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-        if names:
-            shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
-            parts.append(f"{label}: {shown}")
-    return "; ".join(parts)
-
-
 def load_model_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike[str]) -> None:
     """``load_state_dict(strict=True)`` with a message naming the keys/shapes that do not fit.
 
     Never ``strict=False``: silently ignoring mismatched weights would run a half-random model.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"checkpoint {source} does not fit the architecture it is being loaded into (another encoder, "
-            f"output stride or class count?): {_describe_mismatch(missing, unexpected, shapes)}"
-        )
+    from rabusseg.models.weights import state_dict_mismatch
+
+    mismatch = state_dict_mismatch(model.state_dict(), state)
+    if mismatch:
+        raise CheckpointError(f"checkpoint {source} does not fit the architecture it is being loaded into (another "
+                              f"encoder, output stride or class count?):{mismatch}")  # fmt: skip
     model.load_state_dict(state, strict=True)
 
 

@@ -55,7 +55,7 @@ def test_mismatched_file_lists_missing_and_unexpected_keys(tmp_path: Path) -> No
     assert "bad.pth" in message
     assert "missing keys (1): features.18.0.weight" in message
     assert "unexpected keys (1): features.19.0.weight" in message
-    assert "features.0.0.weight file (16, 3, 3, 3) vs encoder (32, 3, 3, 3)" in message
+    assert "features.0.0.weight file (16, 3, 3, 3) vs model (32, 3, 3, 3)" in message
 
 
 def test_resnet_file_into_deep_stem_fails_with_the_stem_keys(tmp_path: Path) -> None:

@@ -129,6 +129,20 @@ def _listing(title: str, items: list[str]) -> str:
     return f"\n  {title} ({len(items)}): {shown}{more}"
 
 
+def state_dict_mismatch(own: Mapping[str, Tensor], state: Mapping[str, Tensor], *, optional: tuple[str, ...] = ()) -> str:
+    """The keys and shapes by which ``state`` does not fit ``own``, as listed lines ('' when it fits).
+
+    One report for every weight file (encoder weights, checkpoints): names missing from ``state``
+    (except those ending in one of ``optional``), names it has that ``own`` lacks, shape mismatches.
+    """
+    missing = [k for k in own if k not in state and not k.endswith(optional)]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]  # fmt: skip
+    return "".join(_listing(title, items) for title, items in
+                   (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if items)  # fmt: skip
+
+
 def match_state_dict(encoder: Encoder, state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
     """Drop the classifier keys, then insist on an exact match of names and shapes.
 
@@ -138,22 +152,9 @@ def match_state_dict(encoder: Encoder, state: Mapping[str, Tensor], source: str)
     ignored = [k for k in state if k.startswith(encoder.ignored_weight_prefixes)]
     kept = {k: v for k, v in state.items() if k not in ignored}
     own = encoder.state_dict()
-    missing = [k for k in own if k not in kept and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in kept if k not in own]
-    mismatched = [
-        f"{k} file {tuple(v.shape)} vs encoder {tuple(own[k].shape)}"
-        for k, v in kept.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        message = f"{source}: the weights do not fit encoder {type(encoder).__name__}"
-        if missing:
-            message += _listing("missing keys", missing)
-        if unexpected:
-            message += _listing("unexpected keys", unexpected)
-        if mismatched:
-            message += _listing("shape mismatches", mismatched)
-        raise CheckpointError(message)
+    mismatch = state_dict_mismatch(own, kept, optional=("num_batches_tracked",))
+    if mismatch:
+        raise CheckpointError(f"{source}: the weights do not fit encoder {type(encoder).__name__}{mismatch}")
     for k in own:
         kept.setdefault(k, own[k])
     if ignored:
