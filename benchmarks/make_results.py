@@ -123,7 +123,8 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
     for v in q.get("verdicts") or []:
         state = "not measured yet" if v["met"] is None else ("reached" if v["met"] else "MISSED")
         extra = "" if v.get("seeds_complete", True) else " (fewer than 3 seeds so far)"
-        verdicts.append(f"RA-BUSSeg at {v['ratio'].replace('_', '/')}: target {v['target']}; "
+        who = "Supervised floor" if v["target"].startswith("supervised") else "RA-BUSSeg"
+        verdicts.append(f"{who} at {v['ratio'].replace('_', '/')}: target {v['target']}; "
                         f"measured {v['measured'] or '-'}{extra} ({state}).")  # fmt: skip
     slow = [r for r in runs if r.get("wall_s") and r["wall_s"] > q.get("protocol", {}).get("budget_s", 900)]
     for r in slow:

@@ -61,6 +61,8 @@ RUN_LIMIT_S = 15 * 60
 BASELINES = ("supervised", "mean_teacher")
 TARGETS = {"1_8": 0.03, "1_2": 0.015}
 """RA-BUSSeg over supervised, paired Dice difference (issue 11), CI above zero."""
+SUPERVISED_FLOOR = {"ratio": "1_2", "dice": 0.72}
+"""The recipe's supervised run at 1/2: mean test Dice over seeds, within the run budget (issue 11)."""
 N_BOOT = 10000
 
 
@@ -241,9 +243,24 @@ def paired_difference(records: list[dict[str, Any]], ratio: str, variant: str, b
             "wins": int((per_image_diff > 0).sum()), "losses": int((per_image_diff < 0).sum())}  # fmt: skip
 
 
+def floor_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The supervised floor: mean test Dice over >= 3 seeds at 1/2 at least the target, each run within budget."""
+    ratio, floor = SUPERVISED_FLOOR["ratio"], SUPERVISED_FLOOR["dice"]
+    target = f"supervised >= {floor:.2f} mean test Dice in <= {RUN_LIMIT_S // 60} min"
+    row = next((r for r in rows if r["ratio"] == ratio and r["variant"] == "supervised"), None)
+    if row is None or row["dice"] is None:
+        return {"ratio": ratio, "target": target, "measured": None, "met": None}
+    seeds_ok = len(row["seeds"]) >= 3
+    within = row["wall_min"] is not None and row["wall_min"] * 60 <= RUN_LIMIT_S
+    return {"ratio": ratio, "target": target, "met": bool(row["dice"] >= floor and within and seeds_ok),
+            "measured": f"{row['dice']:.3f} over {len(row['seeds'])} seed(s), {row['wall_min']:.1f} min a run",
+            "seeds_complete": seeds_ok}  # fmt: skip
+
+
 def verdicts(pairs: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The issue's targets, one line per ratio: RA-BUSSeg over supervised (paired, CI > 0) and above mean teacher."""
-    out = []
+    """The issue's targets: the supervised floor, and per ratio RA-BUSSeg over supervised (paired, CI > 0) and
+    above mean teacher."""
+    out = [floor_verdict(rows)]
     for ratio, target in TARGETS.items():
         sup = next((p for p in pairs if p["ratio"] == ratio and p["variant"] == "ra_busseg" and p["baseline"] == "supervised"), None)
         mt = next((p for p in pairs if p["ratio"] == ratio and p["variant"] == "ra_busseg" and p["baseline"] == "mean_teacher"), None)

@@ -128,6 +128,18 @@ def test_quality_paired_difference_by_hand(tmp_path: Path) -> None:
     assert v8["met"] is False and v8["seeds_complete"] is False  # +0.067 but only 2 seeds and CI below 0
 
 
+@pytest.mark.parametrize(("dice", "seeds", "wall_min", "met"), [
+    (0.73, [0, 1, 2], 7.5, True), (0.71, [0, 1, 2], 7.5, False),  # below the floor
+    (0.73, [0, 1], 7.5, False), (0.73, [0, 1, 2], 16.0, False),  # too few seeds; over the budget
+])  # fmt: skip
+def test_quality_supervised_floor_verdict(dice: float, seeds: list[int], wall_min: float, met: bool) -> None:
+    quality = load_script("quality")
+    row = {"ratio": "1_2", "variant": "supervised", "dice": dice, "seeds": seeds, "wall_min": wall_min}
+    (floor,) = [v for v in quality.verdicts([], [row]) if v["target"].startswith("supervised")]
+    assert floor["met"] is met and floor["measured"].startswith(f"{dice:.3f}")
+    assert quality.verdicts([], [])[0]["met"] is None  # nothing measured yet
+
+
 def test_quality_validation_is_held_out_of_the_unlabelled_list(tmp_path: Path) -> None:
     quality = load_script("quality")
     root = _tiny_busi(tmp_path / "data")
