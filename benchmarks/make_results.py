@@ -121,8 +121,10 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
     if q.get("figure"):
         lines += [f"![paired Dice differences]({q['figure']})", ""]
     for v in q.get("verdicts") or []:
-        state = "not measured yet" if v["met"] is None else ("reached" if v["met"] else "MISSED")
-        extra = "" if v.get("seeds_complete", True) else " (fewer than 3 seeds so far)"
+        complete = v.get("seeds_complete", True)
+        state = "not measured yet" if v["met"] is None else (
+            "reached" if v["met"] else "MISSED" if complete else "not established: fewer than 3 seeds")
+        extra = ""
         who = "Supervised floor" if v["target"].startswith("supervised") else "RA-BUSSeg"
         verdicts.append(f"{who} at {v['ratio'].replace('_', '/')}: target {v['target']}; "
                         f"measured {v['measured'] or '-'}{extra} ({state}).")  # fmt: skip
