@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +25,7 @@ import torch
 
 from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import CheckpointError
+from rabusseg.files import atomic_write
 
 if TYPE_CHECKING:
     from torch import nn
@@ -39,20 +39,8 @@ def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str]) -> Pa
 
     A crash mid-write leaves the previous checkpoint intact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 _ZIP_MAGIC = b"PK\x03\x04"

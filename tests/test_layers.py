@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rabusseg"
 LAYERS = [
-    ("errors", "paths", "constants", "devices"),
+    ("errors", "paths", "constants", "devices", "files"),
     ("config",),
     ("data",),
     ("models",),

@@ -14,8 +14,6 @@ The rules a save follows (and the tests check):
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from rabusseg.app.serve.security import SPLIT_NAME, Forbidden, NotFound
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.data.io import read_split
 from rabusseg.errors import DataError, OutputExistsError
+from rabusseg.files import atomic_write
 
 SPLIT_FILES = ("labeled.txt", "unlabeled.txt", "val.txt")
 
@@ -44,17 +43,7 @@ def base_of(split: str) -> str:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def decode_mask(payload: bytes, shape: tuple[int, int]) -> np.ndarray:
