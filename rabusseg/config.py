@@ -69,6 +69,11 @@ class DataConfig(_Strict):
     appearance_p: float = Field(0.0, ge=0, le=1)
     """Probability of each scanner-appearance change (gain/contrast, gamma, blur, speckle) on
     labelled crops; 0 = none.  [choice] (docs/choices.md)."""
+    pad_label: Literal["ignore", "background"] = "ignore"
+    """Label of the crop padding of labelled images (black pixels outside the scaled image): ``ignore``
+    (255, METHOD's) leaves the network's answer on black margins unconstrained; ``background``
+    teaches it that they hold no lesion, as the black margins around many scanners' images do not.
+    [choice] (docs/choices.md)."""
     eval_size: int | None = DEFAULT_INFERENCE_SIZE
     """Inference size for validation/test; ``None`` evaluates the full image.  Checkpoints carry it:
     ``evaluate``/``predict``/``export`` default to it."""
@@ -112,6 +117,9 @@ class LossConfig(_Strict):
     """Ramp the unsupervised weight up over this many epochs after warm-up (sigmoid shape); 0 = none."""
     arp_weight: float = Field(0.5, ge=0)
     cra_weight: float = Field(0.5, ge=0)
+    relation_rampup: bool = False
+    """Ramp the ARP and CRA weights with the unsupervised one (``unsup_rampup_epochs``), so that the
+    relation terms, like the pseudo-labels they are computed from, start small after warm-up."""
 
 
 class MethodConfig(_Strict):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow  # end-to-end training: still run in CI
@@ -218,3 +219,48 @@ def test_gpu_quality_dry_run_budget() -> None:
     assert set(cmds) == {"paper", "mobilenet"}
     assert cmds["paper"][cmds["paper"].index("--config") + 1] == "busi_1-2"
     assert "train.epochs=6" in cmds["mobilenet"]
+
+
+def test_shift_transforms_by_hand() -> None:
+    shift = load_script("shift")
+    rng = np.random.default_rng(0)
+    image = np.full((4, 6, 3), 128, np.uint8)
+    image[0, 0] = 255
+    mask = np.zeros((4, 6), bool)
+    mask[1, 2] = True
+    dark, m = shift.SHIFTS["darker_gamma_1.6"](image, mask, rng)
+    assert m is mask and dark[1, 1, 0] == round(255 * (128 / 255) ** 1.6) and dark[0, 0, 0] == 255
+    low, _ = shift.SHIFTS["low_contrast_0.5"](image, mask, rng)
+    mean = image.mean()
+    assert low[0, 0, 0] == int((255 - mean) * 0.5 + mean + 0.5) and low[1, 1, 0] == int((128 - mean) * 0.5 + mean + 0.5)
+    wide, wide_mask = shift.SHIFTS["side_margins_30%"](image, mask, rng)
+    assert wide.shape == (4, 10, 3) and wide_mask.shape == (4, 10)  # round(6 * 0.3) = 2 black columns a side
+    assert (wide[:, :2] == 0).all() and (wide[:, 2:8] == image).all() and wide_mask[1, 4] and wide_mask.sum() == 1
+    big, big_mask = shift.SHIFTS["zoom_out_25%"](image, mask, rng)
+    assert big.shape == (6, 10, 3) and big_mask[2, 4] and big_mask.sum() == 1
+    a, _ = shift.SHIFTS["speckle_0.25"](image, mask, np.random.default_rng(1))
+    b, _ = shift.SHIFTS["speckle_0.25"](image, mask, np.random.default_rng(1))
+    assert np.array_equal(a, b) and not np.array_equal(a, image)  # seeded: the same noise for every model
+
+
+def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
+    from _tiny_checkpoint import save_tiny_checkpoint
+
+    from rabusseg.data.phantoms import synthesize_dataset
+
+    root = tmp_path / "ds"
+    synthesize_dataset(root, n=4, seed=0, size=64)
+    (tmp_path / "ids.txt").write_text("\n".join(sorted(p.stem for p in (root / "images").iterdir())[:3]) + "\n")
+    a = save_tiny_checkpoint(tmp_path / "a.pt", seed=0)
+    b = save_tiny_checkpoint(tmp_path / "b.pt", seed=1)
+    out = tmp_path / "shift.json"
+    argv = ["--root", str(root), "--ids", str(tmp_path / "ids.txt"), "--checkpoint", f"a={a}", "--checkpoint",
+            f"same={a}", "--checkpoint", f"b={b}", "--shifts", "none", "zoom_out_25%", "--output", str(out)]  # fmt: skip
+    assert load_script("shift").main(argv) == 0
+    result = json.loads(out.read_text())
+    dice = result["per_image"]["dice"]
+    assert len(dice["a"]["none"]) == 3 and dice["same"] == dice["a"]  # a checkpoint against itself: no difference
+    assert result["mean_of_shifted"]["same-a"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
+    rows = {r["shift"]: r for r in result["rows"]}
+    assert rows["none"]["b"] == pytest.approx(np.mean(dice["b"]["none"]))
+    assert set(rows) == {"none", "zoom_out_25%", "mean of shifted"}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _train_helpers import make_tiny_dataset
 
 from rabusseg.config import DataConfig
@@ -110,3 +111,23 @@ def test_validation_overlapping_the_labelled_list_and_empty_lists_are_refused(ti
     assert load_split_ids(_data(copy), need_unlabeled=False).unlabeled == []
     with pytest.raises(ConfigError, match=r"data\.val"):
         load_split_ids(DataConfig(root=str(tiny), labeled="tiny/labeled", unlabeled=None, val="tiny/nope"), need_unlabeled=False)
+
+
+def test_pad_label_marks_labelled_crop_padding_background_and_unlabelled_padding_stays_invalid(tiny: Path) -> None:
+    """Crops of 96 px from 64 px phantoms scaled 0.5-1: every crop has padding (black image pixels)."""
+    from rabusseg.constants import IGNORE_INDEX
+    from rabusseg.engine.streams import build_train_loader
+
+    batches = {}
+    for pad_label in ("ignore", "background"):
+        cfg = _data(tiny, crop_size=96, scale_range=(0.5, 1.0), num_workers=0, pad_label=pad_label)
+        ids = load_split_ids(cfg, need_unlabeled=True)
+        sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled), batch_size=2, steps_per_epoch=1, seed=0)
+        batches[pad_label] = next(iter(build_train_loader(cfg, ids, sampler, strong_view=False)))
+    (x_ign, u_ign), (x_bg, u_bg) = batches["ignore"], batches["background"]
+    padded = x_ign["mask"] == IGNORE_INDEX
+    assert padded.any() and not (x_bg["mask"] == IGNORE_INDEX).any()
+    assert (x_bg["mask"][padded] == 0).all()  # the padding, and nothing else, became background
+    assert torch.equal(x_bg["mask"][~padded], x_ign["mask"][~padded])
+    assert torch.equal(x_bg["image"], x_ign["image"])  # same crops: only the label of the padding differs
+    assert (~u_bg["valid"]).any() and torch.equal(u_bg["valid"], u_ign["valid"])  # unlabelled: still skipped

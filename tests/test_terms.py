@@ -77,3 +77,5 @@ def test_stream_rows_and_loss_weights() -> None:
     assert stream_slice("both", 2, 3) == slice(0, 5)
     cfg = Config.model_validate({"loss": {"unsup_weight": 2.0, "arp_weight": 0.25, "cra_weight": 0.1}})
     assert loss_weights(cfg, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.25, "cra": 0.1}
+    ramped = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"relation_rampup": True})})
+    assert loss_weights(ramped, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.125, "cra": 0.05}

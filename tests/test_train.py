@@ -85,6 +85,12 @@ def test_the_total_loss_is_the_weighted_sum_of_the_terms(tiny_data: Path, tmp_pa
     ramp = math.exp(-5)  # step 0 of a one-epoch ramp (no warm-up here)
     assert row["loss/total"] == pytest.approx(row["loss/sup"] + 0.7 * ramp * row["loss/unsup"] + 0.3 * row["loss/arp"]
                                               + 0.2 * row["loss/cra"], rel=1e-5)  # fmt: skip
+    both = tiny_config(tiny_data, loss={**weights, "unsup_rampup_epochs": 1, "relation_rampup": True},
+                       train={"max_steps": 1, "log_every_steps": 1})  # fmt: skip
+    train(both, tmp_path / "both")
+    (row,) = read_metrics(tmp_path / "both")
+    assert row["loss/total"] == pytest.approx(row["loss/sup"] + ramp * (0.7 * row["loss/unsup"] + 0.3 * row["loss/arp"]
+                                                                        + 0.2 * row["loss/cra"]), rel=1e-5)  # fmt: skip
 
 
 def test_warmup_is_supervised_then_teacher_starts(tiny_data: Path, tmp_path: Path) -> None:

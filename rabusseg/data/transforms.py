@@ -50,12 +50,14 @@ def build_train_transform(
     scale_range: tuple[float, float] = (0.5, 2.0),
     resize_to: int | None = None,
     hflip_p: float = 0.5,
+    pad_label: int = IGNORE_INDEX,
 ) -> A.Compose:
-    """Weak geometric view: resize, random scale, flip, pad (image 0, label 255) and random crop.
+    """Weak geometric view: resize, random scale, flip, pad (image 0, label ``pad_label``) and random crop.
 
     Why: the METHOD's augmentation; ``image`` stays ``uint8`` and ``mask`` is ``uint8`` with values
-    0/1 and :data:`IGNORE_INDEX` where the scaled image was smaller than the crop.  Called with an
-    image only (unlabelled data) it works the same way.
+    0/1 and ``pad_label`` (:data:`IGNORE_INDEX`, or 0 for ``data.pad_label: background``) where the
+    scaled image was smaller than the crop.  Called with an image only (unlabelled data) it works
+    the same way.
     """
     if crop_size <= 0:
         raise ValueError(f"crop_size must be positive, got {crop_size}")
@@ -70,7 +72,7 @@ def build_train_transform(
         A.HorizontalFlip(p=hflip_p),
         A.PadIfNeeded(
             min_height=crop_size, min_width=crop_size, position="random",
-            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX,
+            border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=pad_label,
         ),
         A.RandomCrop(height=crop_size, width=crop_size),
     ]  # fmt: skip

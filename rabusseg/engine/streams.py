@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from rabusseg.config import DataConfig
+from rabusseg.constants import IGNORE_INDEX
 from rabusseg.data.folder import DatasetFolder
 from rabusseg.errors import ConfigError, DataError, RabussegError
 from rabusseg.paths import resolve_data_root
@@ -179,10 +180,12 @@ def build_train_loader(cfg: DataConfig, ids: SplitIds, sampler: KeyBatchSampler,
     from rabusseg.data.datasets import LabeledDataset, UnlabeledDataset, seed_worker
     from rabusseg.data.transforms import build_appearance_transform, build_strong_transform, build_train_transform
 
-    def geometric() -> Any:
-        return build_train_transform(cfg.crop_size, tuple(cfg.scale_range))  # resize_to: done by the source
+    def geometric(pad_label: int = IGNORE_INDEX) -> Any:
+        return build_train_transform(cfg.crop_size, tuple(cfg.scale_range), pad_label=pad_label)  # resize: the source
 
-    labeled = LabeledDataset(ids.folder, ids.labeled, geometric(), resize_to=cfg.resize_to, images=images,
+    # Unlabelled crops always mark their padding IGNORE_INDEX: it becomes their `valid` mask.
+    labeled_pad = 0 if cfg.pad_label == "background" else IGNORE_INDEX  # 0: the background class
+    labeled = LabeledDataset(ids.folder, ids.labeled, geometric(labeled_pad), resize_to=cfg.resize_to, images=images,
                              appearance=build_appearance_transform(cfg.appearance_p))  # fmt: skip
     unlabeled = None
     if sampler.sizes[UNLABELED] > 0:

@@ -83,6 +83,15 @@ def relation_terms(out: SegmentationOutput, labels: torch.Tensor, n_x: int, n_u:
 
 
 def loss_weights(config: Config, ramp: float) -> dict[str, float]:
-    """``L = L_sup + w_u ramp L_unsup + w_arp L_arp + w_cra L_cra`` (METHOD section 2)."""
+    """``L = L_sup + w_u ramp L_unsup + w_arp L_arp + w_cra L_cra`` (METHOD section 2).
+
+    With ``loss.relation_rampup`` the relation weights follow the same ramp as ``w_u``.
+    """
     w = config.loss
-    return {"sup": 1.0, "unsup": w.unsup_weight * ramp, "arp": w.arp_weight, "cra": w.cra_weight}
+    relation_ramp = ramp if w.relation_rampup else 1.0
+    return {
+        "sup": 1.0,
+        "unsup": w.unsup_weight * ramp,
+        "arp": w.arp_weight * relation_ramp,
+        "cra": w.cra_weight * relation_ramp,
+    }
