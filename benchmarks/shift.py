@@ -15,7 +15,7 @@ Geometric shifts (``zoom_out``, ``side_margins``) pad the mask with the image, s
 where it was; the others leave the mask alone.  Use images no checkpoint trained on (a carved
 validation list, never the test list when the result picks a default).
 
-Writes a table and ``--output`` (JSON).
+Prints a table; writes ``--output`` (JSON, with every image's Dice) and a bar chart beside it (PNG).
 """
 
 from __future__ import annotations
@@ -153,6 +153,27 @@ def paired(a: list[float], b: list[float], seed: int = 0) -> dict[str, float]:
     return {"mean": float(diff.mean()), "ci95": [float(lo), float(hi)]}
 
 
+def plot(rows: list[dict[str, Any]], names: list[str], path: Path, title: str) -> Path:
+    """Grouped horizontal bars: mean Dice of every checkpoint under every shift."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 0.45 * len(rows) * max(1, len(names)) ** 0.5 + 1.2))
+    ax = fig.add_subplot()
+    height = 0.8 / len(names)
+    y = np.arange(len(rows))[::-1]
+    for j, name in enumerate(names):
+        ax.barh(y + (len(names) / 2 - j - 0.5) * height, [r[name] for r in rows], height, label=name)
+    ax.set_yticks(y, [r["shift"] for r in rows])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mean Dice")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
                              "mean_of_shifted": summary, "per_image": {"ids": ids, "dice": dice},
                              "load_average_start": load_start, "load_average_end": load_average(),
                              "wall_s": round(time.perf_counter() - t0, 1)})  # fmt: skip
-    print(f"wrote {args.output}")
+    figure = plot(rows, names, args.output.with_suffix(".png"), f"Dice under image shifts ({len(ids)} images)")
+    print(f"wrote {args.output} and {figure}")
     return 0
 
 

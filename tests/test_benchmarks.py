@@ -264,3 +264,4 @@ def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
     rows = {r["shift"]: r for r in result["rows"]}
     assert rows["none"]["b"] == pytest.approx(np.mean(dice["b"]["none"]))
     assert set(rows) == {"none", "zoom_out_25%", "mean of shifted"}
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
