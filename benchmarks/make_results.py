@@ -3,7 +3,7 @@
     python benchmarks/make_results.py               # updates README.md between the results markers
     python benchmarks/make_results.py --print       # print the section only
 
-Reads ``benchmarks/results/{speed,throughput,quality,gpu_quality}.json`` (each optional) and renders the
+Reads ``benchmarks/results/{speed,throughput,quality,gpu_quality,shift*}.json`` (each optional) and renders the
 commands, hardware, dates and numbers, and states which targets were reached, which were
 missed and what was not run.  Only the text between ``<!-- results:start -->`` and
 ``<!-- results:end -->`` is replaced; the markers are appended to the README when missing.
@@ -191,6 +191,39 @@ def gpu_section(g: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     return lines, [f"GPU run {n}: {r['status']}, test Dice (last) {fmt(r.get('test_last_dice'))}." for n, r in g["runs"].items()]
 
 
+def _in_repo(path: Path) -> str:
+    """A path relative to the repository when inside it (README links), else as given."""
+    full = path.resolve()
+    return full.relative_to(REPO_ROOT).as_posix() if full.is_relative_to(REPO_ROOT) else str(path)
+
+
+def shift_section(results: Path) -> list[str]:
+    """Every ``shift*.json``: mean Dice of each checkpoint under each image shift, paired against the first."""
+    lines: list[str] = []
+    for path in sorted(results.glob("shift*.json")):
+        s = load(path)
+        if not s or not s.get("rows"):
+            continue
+        names = list(s["checkpoints"])
+        env = s.get("environment") or {}
+        n_ids = len((s.get("per_image") or {}).get("ids") or [])
+        lines += [f"`{path.name}` ({n_ids} validation images of `{_in_repo(Path(s['ids']))}`, {env.get('date', '?')}, "
+                  f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
+                  f"checkpoints: " + ", ".join(f"{k} = `{v}`" for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
+        columns = ["shift", *names, *(f"{n}-{names[0]}" for n in names[1:])]
+        lines += [table(s["rows"], columns), ""]
+        if path.with_suffix(".png").is_file():
+            lines += [f"![Dice under image shifts]({_in_repo(path.with_suffix('.png'))})", ""]
+    if not lines:
+        return []
+    head = ["### Robustness to scanner-like image changes", "",
+            ("`python benchmarks/shift.py`: the same fixed changes applied to every validation image (gain, gamma, "
+             "contrast, resolution, speckle, JPEG, black margins), each checkpoint at its own inference settings; "
+             "the differences are paired per image against the first checkpoint, with 95% bootstrap intervals.  A "
+             "proxy for other scanners, not a measurement on any external dataset."), ""]  # fmt: skip
+    return head + lines
+
+
 def render(results: Path) -> str:
     """The whole section as markdown (without the markers)."""
     speed, quality, gpu, throughput = (load(results / f"{n}.json") for n in ("speed", "quality", "gpu_quality", "throughput"))
@@ -216,6 +249,7 @@ def render(results: Path) -> str:
         part, v = ["### Segmentation quality on CPU", "", "Not run: `python benchmarks/quality.py table`.", ""], ["Quality: not run."]
     body += part
     verdicts += v
+    body += shift_section(results)
     part, v = gpu_section(gpu)
     body += part
     verdicts += v

@@ -265,3 +265,6 @@ def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
     assert rows["none"]["b"] == pytest.approx(np.mean(dice["b"]["none"]))
     assert set(rows) == {"none", "zoom_out_25%", "mean of shifted"}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = load_script("make_results").render(tmp_path)  # the README's robustness table, from the JSON
+    assert "### Robustness to scanner-like image changes" in section and "| shift | a | same | b |" in section
+    assert "| mean of shifted |" in section and "shift.png" in section
