@@ -132,6 +132,9 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
     for r in slow:
         verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.1f} min "
                         "(over the 15-minute budget; see its load average in bench.json).")  # fmt: skip
+    for key, counts in (q.get("recipe_differences") or {}).items():
+        verdicts.append(f"The quality runs differ in `{key}` (" + ", ".join(f"{v}: {n} runs" for v, n in counts.items())
+                        + "): they did not all train with one recipe.")  # fmt: skip
     missing = q.get("missing") or []
     if missing:
         why = f" ({q['note']})" if q.get("note") else ""

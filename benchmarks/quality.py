@@ -181,6 +181,53 @@ def collect_runs(runs: Path) -> list[dict[str, Any]]:
     return out
 
 
+PER_RUN_KEYS = ("data.root", "data.labeled", "data.unlabeled", "data.val", "data.test", "method.name", "method.arp",
+                "method.cra", "train.seed", "train.progress", "train.monitor_unlabeled")  # fmt: skip
+"""Settings a quality run sets itself (lists, method, ablation switch, seed); every other one is the recipe."""
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_differences(records: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Recipe settings on which the runs' ``config.yaml`` disagree: ``{key: {value: number of runs}}``.
+
+    Why: the table pairs runs across methods and seeds as if one recipe trained them all; a run
+    trained before a preset changed would otherwise mix in silently.
+    """
+    import yaml
+
+    from rabusseg.config import Config
+
+    values: dict[str, dict[str, int]] = {}
+    configs = []
+    for r in records:
+        path = Path(r["path"]) / "config.yaml"
+        if not path.is_file():
+            continue
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:  # validated: a setting added since the run counts at its default, the value it ran with
+            tree = Config.model_validate(tree).model_dump(mode="json")
+        except ValueError:
+            pass  # a setting since removed: compare the file as written
+        configs.append(_flat(tree))
+    for key in sorted({k for c in configs for k in c} - set(PER_RUN_KEYS)):
+        counts: dict[str, int] = {}
+        for c in configs:
+            shown = json.dumps(c.get(key, "<absent>"))
+            counts[shown] = counts.get(shown, 0) + 1
+        if len(counts) > 1:
+            values[key] = counts
+    return values
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -321,7 +368,7 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
                            "reported": "last model on the test list (129 images); paired over images",
                            "bootstrap": N_BOOT, "budget_s": RUN_LIMIT_S},
               "rows": rows, "pairs": pairs, "verdicts": verdicts(pairs, rows), "runs": records, "missing": missing,
-              "note": args.note}  # fmt: skip
+              "recipe_differences": recipe_differences(records), "note": args.note}  # fmt: skip
     shown = [{"ratio": r["ratio"].replace("_", "/"), "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),
               "min/run": r["wall_min"], "dice": r["dice"], "dice sd(seeds)": r["dice_seed_std"], "iou": r["iou"],
               "hd95": r["hd95"], "pseudo-label dice": r["pseudo_pl_dice"], "student dice (unl.)": r["pseudo_student_dice"]}
@@ -332,6 +379,8 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
          "mean": p["mean_diff"], "ci95": f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]", "per seed": p["per_seed_diff"],
          "wins/losses": f"{p['wins']}/{p['losses']}"} for p in pairs], ["ratio", "comparison", "seeds", "mean", "ci95", "per seed", "wins/losses"])  # fmt: skip
     print_table("targets", result["verdicts"], ["ratio", "target", "measured", "met"])
+    for key, counts in result["recipe_differences"].items():
+        print(f"WARNING: the runs differ in {key}: " + ", ".join(f"{v} ({n} runs)" for v, n in counts.items()))
     if missing:
         print(f"\n{len(missing)} planned run(s) not done, next:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
     figure = plot_differences(pairs, args.output.with_suffix(".png"))

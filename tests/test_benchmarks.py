@@ -97,6 +97,22 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
     planned = {(m["ratio"], m["variant"], m["seed"]) for m in data["missing"]}
     assert ("1_2", "supervised", 0) not in planned and ("1_8", "ra_busseg", 2) in planned
     assert {("1_8", "fixmatch", 0), ("1_8", "ra_busseg-no_arp", 0), ("1_8", "ra_busseg-no_cra", 0)} <= planned
+    assert data["recipe_differences"] == {}  # one recipe: only lists, method and seed differ
+
+
+def test_quality_table_names_recipe_settings_the_runs_disagree_on(tmp_path: Path) -> None:
+    import yaml
+
+    quality = load_script("quality")
+    records = []
+    for name, data, method in (("old", {}, "supervised"), ("a", {"pad_label": "ignore"}, "ra_busseg"),
+                               ("b", {"pad_label": "background", "labeled": "1_8/labeled"}, "mean_teacher")):  # fmt: skip
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(yaml.safe_dump({"data": data, "method": {"name": method}, "train": {"seed": 1}}))
+        records.append({"path": str(run)})
+    # "old" predates the setting: it ran with the default, ignore; lists, method and seed are per run
+    assert quality.recipe_differences(records) == {"data.pad_label": {'"ignore"': 2, '"background"': 1}}
 
 
 def _fake_run(runs: Path, variant: str, seed: int, dice: dict[str, float]) -> None:
