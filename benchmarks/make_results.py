@@ -212,7 +212,8 @@ def shift_section(results: Path) -> list[str]:
         n_ids = len((s.get("per_image") or {}).get("ids") or [])
         lines += [f"`{path.name}` ({n_ids} validation images of `{_in_repo(Path(s['ids']))}`, {env.get('date', '?')}, "
                   f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
-                  f"checkpoints: " + ", ".join(f"{k} = `{v}`" for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
+                  f"checkpoints: " + ", ".join(f"{k} = `{v}`" + (f" ({s['resize'][k]} resize)" if k in (s.get("resize") or {}) else "")
+                                            for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
         columns = ["shift", *names, *(f"{n}-{names[0]}" for n in names[1:])]
         lines += [table(s["rows"], columns), ""]
         if path.with_suffix(".png").is_file():
