@@ -97,6 +97,12 @@ def command_line() -> str:
     return shlex.join(["python", str(script), *sys.argv[1:]])
 
 
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (README links), else as given."""
+    full = path.resolve()
+    return full.relative_to(REPO_ROOT).as_posix() if full.is_relative_to(REPO_ROOT) else str(path)
+
+
 def sync(device: Any) -> None:
     """Wait for queued CUDA work so that wall time measures the device."""
     import torch
@@ -142,11 +148,10 @@ def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[st
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     """Write ``data`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    from rabusseg.files import atomic_write
+
+    text = json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def finite_or_none(x: float | None) -> float | None:

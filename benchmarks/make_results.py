@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO_ROOT, RESULTS_DIR, fmt, table
+from _common import REPO_ROOT, RESULTS_DIR, fmt, repo_relative, table
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 NO_RESNET_WEIGHTS = ("No ImageNet ResNet-50 weights were available here: every `resnet50_deepstem` number comes from a "
@@ -124,10 +124,9 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
         complete = v.get("seeds_complete", True)
         state = "not measured yet" if v["met"] is None else (
             "reached" if v["met"] else "MISSED" if complete else "not established: fewer than 3 seeds")
-        extra = ""
         who = "Supervised floor" if v["target"].startswith("supervised") else "RA-BUSSeg"
         verdicts.append(f"{who} at {v['ratio'].replace('_', '/')}: target {v['target']}; "
-                        f"measured {v['measured'] or '-'}{extra} ({state}).")  # fmt: skip
+                        f"measured {v['measured'] or '-'} ({state}).")  # fmt: skip
     slow = [r for r in runs if r.get("wall_s") and r["wall_s"] > q.get("protocol", {}).get("budget_s", 900)]
     for r in slow:
         verdicts.append(f"Quality run {r['ratio']}/{r['variant']} s{r['seed']} took {r['wall_s'] / 60:.1f} min "
@@ -194,12 +193,6 @@ def gpu_section(g: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     return lines, [f"GPU run {n}: {r['status']}, test Dice (last) {fmt(r.get('test_last_dice'))}." for n, r in g["runs"].items()]
 
 
-def _in_repo(path: Path) -> str:
-    """A path relative to the repository when inside it (README links), else as given."""
-    full = path.resolve()
-    return full.relative_to(REPO_ROOT).as_posix() if full.is_relative_to(REPO_ROOT) else str(path)
-
-
 def shift_section(results: Path) -> list[str]:
     """Every ``shift*.json``: mean Dice of each checkpoint under each image shift, paired against the first."""
     lines: list[str] = []
@@ -210,14 +203,14 @@ def shift_section(results: Path) -> list[str]:
         names = list(s["checkpoints"])
         env = s.get("environment") or {}
         n_ids = len((s.get("per_image") or {}).get("ids") or [])
-        lines += [f"`{path.name}` ({n_ids} validation images of `{_in_repo(Path(s['ids']))}`, {env.get('date', '?')}, "
+        lines += [f"`{path.name}` ({n_ids} validation images of `{repo_relative(Path(s['ids']))}`, {env.get('date', '?')}, "
                   f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
                   f"checkpoints: " + ", ".join(f"{k} = `{v}`" + (f" ({s['resize'][k]} resize)" if k in (s.get("resize") or {}) else "")
                                             for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
         columns = ["shift", *names, *(f"{n}-{names[0]}" for n in names[1:])]
         lines += [table(s["rows"], columns), ""]
         if path.with_suffix(".png").is_file():
-            lines += [f"![Dice under image shifts]({_in_repo(path.with_suffix('.png'))})", ""]
+            lines += [f"![Dice under image shifts]({repo_relative(path.with_suffix('.png'))})", ""]
     if not lines:
         return []
     head = ["### Robustness to scanner-like image changes", "",

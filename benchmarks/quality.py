@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _busi import RATIOS, WORK_ROOT, carve_validation, prepare_data, shared_busi  # noqa: E402
 from _common import (  # noqa: E402
     BENCH_DIR,
-    REPO_ROOT,
     RESULTS_DIR,
     command_line,
     cpu_seconds,
@@ -47,6 +46,7 @@ from _common import (  # noqa: E402
     load_average,
     passive_openmp,
     print_table,
+    repo_relative,
     write_json,
 )
 
@@ -202,29 +202,28 @@ def recipe_differences(records: list[dict[str, Any]]) -> dict[str, dict[str, int
     Why: the table pairs runs across methods and seeds as if one recipe trained them all; a run
     trained before a preset changed would otherwise mix in silently.
     """
+    from collections import Counter
+
     import yaml
 
-    from rabusseg.config import Config
+    from rabusseg.config import load_config
+    from rabusseg.errors import ConfigError
 
-    values: dict[str, dict[str, int]] = {}
     configs = []
     for r in records:
         path = Path(r["path"]) / "config.yaml"
         if not path.is_file():
             continue
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         try:  # validated: a setting added since the run counts at its default, the value it ran with
-            tree = Config.model_validate(tree).model_dump(mode="json")
-        except ValueError:
-            pass  # a setting since removed: compare the file as written
+            tree = load_config(path).to_dict()
+        except ConfigError:  # a setting since removed: compare the file as written
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         configs.append(_flat(tree))
+    values = {}
     for key in sorted({k for c in configs for k in c} - set(PER_RUN_KEYS)):
-        counts: dict[str, int] = {}
-        for c in configs:
-            shown = json.dumps(c.get(key, "<absent>"))
-            counts[shown] = counts.get(shown, 0) + 1
+        counts = Counter(json.dumps(c.get(key, "<absent>")) for c in configs)
         if len(counts) > 1:
-            values[key] = counts
+            values[key] = dict(counts)
     return values
 
 
@@ -385,8 +384,7 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
         print(f"\n{len(missing)} planned run(s) not done, next:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
     figure = plot_differences(pairs, args.output.with_suffix(".png"))
     if figure is not None:
-        resolved = figure.resolve()
-        result["figure"] = str(resolved.relative_to(REPO_ROOT)) if resolved.is_relative_to(REPO_ROOT) else str(resolved)
+        result["figure"] = repo_relative(figure)
     write_json(args.output, result)
     print(f"\nwrote {args.output}" + (f" and {figure}" if figure else ""))
     return result

@@ -114,7 +114,10 @@ SHIFTS: dict[str, Shift] = {
 
 
 def read_ids(path: Path) -> list[str]:
-    ids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The split list's ids (:func:`rabusseg.data.io.read_split`); an empty list is an error here."""
+    from rabusseg.data.io import read_split
+
+    ids = read_split(path)
     if not ids:
         raise SystemExit(f"{path}: no image ids")
     return ids
@@ -207,24 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     dice = score(segmenters, args.root, ids, args.shifts, args.seed)
     names = list(checkpoints)
     ref = names[0]
-    rows = []
-    for s in args.shifts:
-        row: dict[str, Any] = {"shift": s}
-        for name in names:
-            row[name] = float(np.mean(dice[name][s]))
-        for name in names[1:]:
-            d = paired(dice[ref][s], dice[name][s])
-            row[f"{name}-{ref}"] = f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-        rows.append(row)
+    conditions = {s: {name: dice[name][s] for name in names} for s in args.shifts}
     shifted = [s for s in args.shifts if s != "none"]
-    summary: dict[str, Any] = {}
-    if shifted:  # the mean over the shifted conditions, paired per image
-        mean_over = {name: np.mean([dice[name][s] for s in shifted], axis=0).tolist() for name in names}
-        row = {"shift": "mean of shifted"} | {name: float(np.mean(mean_over[name])) for name in names}
+    if shifted:  # each image's mean over the shifted conditions, paired like any condition
+        conditions["mean of shifted"] = {
+            name: np.mean([dice[name][s] for s in shifted], axis=0).tolist() for name in names
+        }
+    rows, summary = [], {}
+    for label, per_model in conditions.items():
+        row: dict[str, Any] = {"shift": label} | {name: float(np.mean(per_model[name])) for name in names}
         for name in names[1:]:
-            d = paired(mean_over[ref], mean_over[name])
+            d = paired(per_model[ref], per_model[name])
             row[f"{name}-{ref}"] = f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
-            summary[f"{name}-{ref}"] = d
+            if label == "mean of shifted":
+                summary[f"{name}-{ref}"] = d
         rows.append(row)
     columns = ["shift", *names, *(f"{n}-{ref}" for n in names[1:])]
     print_table(f"Dice under image shifts ({len(ids)} images of {args.ids.name}; reference {ref})", rows, columns)
