@@ -20,7 +20,7 @@ from rabusseg.errors import ConfigError
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
 
 EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
-                      "efficientnet_lite0"]
+                      "mobilenet_v2_320", "efficientnet_lite0"]
 MethodName = Literal["supervised", "mean_teacher", "fixmatch", "ra_busseg"]
 ImageStream = Literal["labeled", "unlabeled", "both"]
 

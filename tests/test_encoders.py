@@ -84,6 +84,8 @@ def test_bad_output_stride() -> None:
         ("resnet50", 25_557_032 - 2_049_000),
         ("resnet101", 44_549_160 - 2_049_000),
         ("mobilenet_v2", 3_504_872 - 1_281_000),
+        # minus the last 1x1 conv (320 -> 1280) and its BatchNorm's weight and bias.
+        ("mobilenet_v2_320", 3_504_872 - 1_281_000 - 320 * 1280 - 2 * 1280),
         # resnet50 - 7x7 stem (9408) + three 3x3 convs (1728 + 36864 + 73728) + two extra BNs
         # (128 + 256) + 128-wide input to layer1.0.conv1 and its downsample (4096 + 16384).
         ("resnet50_deepstem", 25_557_032 - 2_049_000 - 9408 + 112_320 + 384 + 20_480),

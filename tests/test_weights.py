@@ -34,6 +34,24 @@ def test_imagenet_mobilenet_v2_loads_every_tensor(caplog: pytest.LogCaptureFixtu
     assert all(torch.equal(own[k], raw[k]) for k in own)
 
 
+@pytest.mark.skipif(
+    not PACKAGE_PRESENT, reason=f"optional weights package absent ({weights_module.MOBILENET_V2_INSTALL})"
+)
+def test_imagenet_mobilenet_v2_320_loads_all_but_the_last_conv() -> None:
+    raw = torch.load(weights_module.mobilenet_v2_imagenet_path(), map_location="cpu", weights_only=True)
+    model = build_model(ModelConfig(encoder="mobilenet_v2_320", encoder_weights="imagenet"))
+    own = model.encoder.state_dict()
+    assert set(own) == {k for k in raw if not k.startswith(("classifier.", "features.18."))}
+    assert all(torch.equal(own[k], raw[k]) for k in own)
+    # x4 is the last inverted residual block's output, with the same weights as the full encoder's.
+    full = build_model(ModelConfig(encoder="mobilenet_v2", encoder_weights="imagenet")).encoder.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        x4 = model.encoder.eval()(x)[3]
+        expected = full.features[:18](x)
+    assert x4.shape[1] == 320 and torch.equal(x4, expected)
+
+
 def test_state_dict_saved_by_a_test_round_trips(tmp_path: Path) -> None:
     source = get_encoder("resnet18")
     state = {**source.state_dict(), "fc.weight": torch.zeros(1000, 512), "fc.bias": torch.zeros(1000)}
@@ -71,7 +89,7 @@ def test_resnet_file_into_deep_stem_fails_with_the_stem_keys(tmp_path: Path) -> 
 
 
 def test_imagenet_for_resnet_says_a_path_is_needed() -> None:
-    with pytest.raises(ConfigError, match="only available offline for mobilenet_v2 and efficientnet_lite0"):
+    with pytest.raises(ConfigError, match="only available offline for mobilenet_v2, mobilenet_v2_320 and efficientnet_lite0"):
         build_model(ModelConfig(encoder="resnet50_deepstem", encoder_weights="imagenet"))
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from rabusseg.errors import ConfigError
 from rabusseg.models.encoders.base import VALID_OUTPUT_STRIDES, Encoder
 from rabusseg.models.encoders.efficientnet import EfficientNetLite0Encoder, efficientnet_lite0
-from rabusseg.models.encoders.mobilenet import MobileNetV2Encoder, mobilenet_v2
+from rabusseg.models.encoders.mobilenet import MobileNetV2Encoder, mobilenet_v2, mobilenet_v2_320
 from rabusseg.models.encoders.resnet import ResNetEncoder, resnet18, resnet34, resnet50, resnet50_deepstem, resnet101
 
 ENCODERS: dict[str, Callable[[int], Encoder]] = {
@@ -17,6 +17,7 @@ ENCODERS: dict[str, Callable[[int], Encoder]] = {
     "resnet50": resnet50,
     "resnet101": resnet101,
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_320": mobilenet_v2_320,
     "efficientnet_lite0": efficientnet_lite0,
 }
 """Name -> factory taking the output stride."""

@@ -9,6 +9,11 @@ after ``features.13`` (96 ch), x4 after ``features.18`` (1280 ch; keeping the la
 ImageNet file loads completely, with nothing but the classifier left unused).  The blocks that
 would bring the stride past the output stride keep stride 1 and multiply the dilation of their
 depthwise convolution (and of every later one) by the stride they gave up.
+
+``mobilenet_v2_320`` ends at ``features.17``: x4 is the 320-channel output of the last inverted
+residual block, as in DeepLab's own MobileNetV2 backbone.  The 1x1 conv to 1280 channels was
+trained for ImageNet's classifier; without it the ASPP and the ARP projection read a quarter of
+the channels (a cpu_small RA-BUSSeg step 0.8x the time, docs/speed.md).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ _INVERTED_RESIDUAL_SETTING = (
     (6, 320, 1, 1),
 )
 _TAPS = (3, 6, 13, 18)
-"""Indices in ``features`` after which x1..x4 are taken."""
+"""Indices in ``features`` after which x1..x4 are taken (x4 after ``features.17`` without the last conv)."""
+_LAST_CONV = 18
 
 
 def _conv_bn_relu6(
@@ -65,11 +71,12 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2Encoder(Encoder):
-    """MobileNetV2 (width 1.0) trunk returning x1..x4 with channels (24, 32, 96, 1280)."""
+    """MobileNetV2 (width 1.0) trunk returning x1..x4 with channels (24, 32, 96, 1280), or
+    (24, 32, 96, 320) with ``last_conv=False``."""
 
-    ignored_weight_prefixes = ("classifier.",)
+    ignored_weight_prefixes: tuple[str, ...] = ("classifier.",)
 
-    def __init__(self, output_stride: int = 8) -> None:
+    def __init__(self, output_stride: int = 8, last_conv: bool = True) -> None:
         super().__init__(output_stride)
         features: list[nn.Module] = [_conv_bn_relu6(3, 32, 3, stride=2)]
         blocks = [(t, c, s if i == 0 else 1) for t, c, n, s in _INVERTED_RESIDUAL_SETTING for i in range(n)]
@@ -77,18 +84,27 @@ class MobileNetV2Encoder(Encoder):
         for (t, c, _), (stride, dilation) in zip(blocks, stride_schedule([b[2] for b in blocks], output_stride), strict=True):
             features.append(InvertedResidual(cin, c, stride, dilation, t))
             cin = c
-        features.append(_conv_bn_relu6(cin, 1280, 1))
+        if last_conv:
+            features.append(_conv_bn_relu6(cin, 1280, 1))
+        else:  # an ImageNet file's last conv has no place here
+            self.ignored_weight_prefixes = ("classifier.", f"features.{_LAST_CONV}.")
         self.features = nn.Sequential(*features)
-        self.out_channels = (24, 32, 96, 1280)
+        self.out_channels = (24, 32, 96, 1280 if last_conv else cin)
+        self._taps = _TAPS if last_conv else (*_TAPS[:3], _LAST_CONV - 1)
         init_conv_bn(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outs: list[Tensor] = []
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in _TAPS:
+            if i in self._taps:
                 outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, ..), x4 (B, 1280, H/os, W/os)
         return outs
 
 def mobilenet_v2(output_stride: int = 8) -> MobileNetV2Encoder:
     return MobileNetV2Encoder(output_stride)
+
+
+def mobilenet_v2_320(output_stride: int = 8) -> MobileNetV2Encoder:
+    """MobileNetV2 without its last 1x1 conv: x4 has 320 channels."""
+    return MobileNetV2Encoder(output_stride, last_conv=False)
