@@ -57,10 +57,23 @@ OFF = ["model.dilated_rewrites=false", "train.flush_denormal=false", "train.chan
 """The step as it was before the speed work (float32 on CPU, NCHW, plain dilated convolutions)."""
 ON: list[str] = []
 """The preset's own settings (what ``rabusseg train`` runs)."""
+NETWORK_BEFORE = {"cpu_small": ["model.encoder=mobilenet_v2"]}
+"""The network a preset trained before the speed work, where it changed: cpu_small's x4 came from
+MobileNetV2's 1280-channel last conv (now ``mobilenet_v2_320``, docs/speed.md).  ``off`` uses it;
+``engine_on`` is the old network with today's engine, so the engine's share of the gain shows."""
 PIPELINE_OFF = [*OFF, "data.cache=false", "data.num_workers=1"]
 STEP_MODELS = {"cpu_small": {"sizes": (160,), "batch": 4, "naive": False},
                "busi_1-2": {"sizes": (128, 256), "batch": 2, "naive": True}}  # fmt: skip
 """cpu_small at its training crop and batch; the paper network at the issue's 2 + 2 images."""
+
+
+def variant_overrides(model: str, pipeline: bool = False) -> dict[str, list[str]]:
+    """``off`` (engine and network as before), ``engine_on`` (old network, where it changed), ``on``."""
+    before = NETWORK_BEFORE.get(model, [])
+    out = {"off": [*(PIPELINE_OFF if pipeline else OFF), *before]}
+    if before:
+        out["engine_on"] = before
+    return out | {"on": ON}
 SPEEDUP_TARGET = 2.0
 """cpu_small: images/s with the features on over off."""
 NAIVE_TARGET = 0.8
@@ -133,8 +146,7 @@ def flush_wanted(overrides: list[str]) -> bool:
 def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path) -> list[dict[str, Any]]:
     """Round-robin step times of off / on (/ naive) at one size."""
     variants: dict[str, dict[str, Any]] = {
-        "off": {"kind": "run", "overrides": OFF},
-        "on": {"kind": "run", "overrides": ON},
+        name: {"kind": "run", "overrides": overrides} for name, overrides in variant_overrides(model).items()
     }
     if naive and device == "cpu":
         variants["naive"] = {"kind": "naive", "overrides": []}
@@ -169,6 +181,8 @@ def step_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key in sorted({(r["model"], r["size"]) for r in rows}):
         by = {r["variant"]: r for r in rows if (r["model"], r["size"]) == key}
         row: dict[str, Any] = {"model": key[0], "size": key[1], "speedup_on_over_off": by["off"]["step_ms"] / by["on"]["step_ms"]}
+        if "engine_on" in by:  # the old network with today's engine: the engine's own share
+            row["speedup_engine_only"] = by["off"]["step_ms"] / by["engine_on"]["step_ms"]
         if key[0] == "cpu_small":
             row["target"] = f">= {SPEEDUP_TARGET}x"
             row["met"] = bool(row["speedup_on_over_off"] >= SPEEDUP_TARGET)
@@ -224,11 +238,13 @@ def bench_pipeline(steps: int, repeats: int, work: Path) -> tuple[list[dict[str,
     data, what = pipeline_data(work)
     rows = []
     for _ in range(repeats):
-        for name, overrides in (("off", PIPELINE_OFF), ("on", ON)):
+        for name, overrides in variant_overrides("cpu_small", pipeline=True).items():
             rows.append(pipeline_run(name, overrides, steps, data, work))
     on = median([r["images_per_s"] for r in rows if r["variant"] == "on"])
     off = median([r["images_per_s"] for r in rows if r["variant"] == "off"])
+    engine = [r["images_per_s"] for r in rows if r["variant"] == "engine_on"]
     verdict = {"images_per_s_off": off, "images_per_s_on": on, "speedup": on / off,
+               "speedup_engine_only": median(engine) / off if engine else None,
                "target": f">= {SPEEDUP_TARGET}x", "met": bool(on / off >= SPEEDUP_TARGET)}  # fmt: skip
     return rows, verdict, what
 
@@ -268,7 +284,7 @@ def bench_memory(models: list[str], size: int, work: Path) -> list[dict[str, Any
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     for model in models:
         batch = STEP_MODELS.get(model, {"batch": 2})["batch"]
-        for name, overrides in (("off", OFF), ("on", ON)):
+        for name, overrides in variant_overrides(model).items():
             spec = {"model": model, "size": size, "batch": batch, "overrides": overrides, "work": str(work)}
             proc = subprocess.run([sys.executable, __file__, "--_memory-child", json.dumps(spec)], env=env,
                                   capture_output=True, text=True, check=False)  # fmt: skip
@@ -309,7 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env = environment(args.device)
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result: dict[str, Any] = {"benchmark": "throughput", "command": command_line(), "environment": env,
-                              "variants": {"off": OFF, "on": ON or ["(preset defaults)"], "pipeline_off": PIPELINE_OFF}}  # fmt: skip
+                              "variants": {"off": OFF, "on": ON or ["(preset defaults)"], "pipeline_off": PIPELINE_OFF,
+                                           "network_before": NETWORK_BEFORE}}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rabusseg-throughput-") as tmp:
         work = Path(tmp)
         if "steps" in args.sections:

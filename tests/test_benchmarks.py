@@ -285,3 +285,20 @@ def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
     section = load_script("make_results").render(tmp_path)  # the README's robustness table, from the JSON
     assert "### Robustness to scanner-like image changes" in section and "| shift | a | same | b |" in section
     assert "| mean of shifted |" in section and "shift.png" in section
+
+
+def test_throughput_before_uses_the_old_network_and_verdicts_by_hand() -> None:
+    throughput = load_script("throughput")
+    from rabusseg.config import load_config
+
+    cpu = throughput.variant_overrides("cpu_small")
+    assert list(cpu) == ["off", "engine_on", "on"]
+    assert load_config("cpu_small", cpu["off"]).model.encoder == "mobilenet_v2"  # today's network is not 'before'
+    assert load_config("cpu_small", cpu["engine_on"]).model.encoder == "mobilenet_v2"
+    assert "data.cache=false" in throughput.variant_overrides("cpu_small", pipeline=True)["off"]
+    assert list(throughput.variant_overrides("busi_1-2")) == ["off", "on"]  # its network did not change
+    rows = [{"model": "cpu_small", "size": 160, "variant": v, "step_ms": ms}
+            for v, ms in (("off", 900.0), ("engine_on", 600.0), ("on", 450.0))]  # fmt: skip
+    (verdict,) = throughput.step_verdicts(rows)
+    assert verdict["speedup_on_over_off"] == pytest.approx(2.0) and verdict["met"] is True
+    assert verdict["speedup_engine_only"] == pytest.approx(1.5)

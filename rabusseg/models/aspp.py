@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
+from rabusseg.models.dropout import Dropout
 
 ASPP_RATES = {8: (12, 24, 36), 16: (6, 12, 18)}
 """Dilations of the three 3x3 branches per output stride: halved at stride 16 so that each
@@ -49,7 +50,7 @@ class ASPP(nn.Module):
         self.pooling = ASPPPooling(cin, channels)
         self.branch1x1 = conv_bn_relu(cin, channels, 1)
         self.atrous = nn.ModuleList(conv_bn_relu(cin, channels, 3, r) for r in self.rates)
-        self.fuse = nn.Sequential(conv_bn_relu(5 * channels, channels, 3), nn.Dropout(dropout))
+        self.fuse = nn.Sequential(conv_bn_relu(5 * channels, channels, 3), Dropout(dropout))
 
     def forward(self, x: Tensor) -> Tensor:
         branches = [self.pooling(x), self.branch1x1(x)] + [conv(x) for conv in self.atrous]

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from rabusseg.models.aspp import ASPP, conv_bn_relu
 from rabusseg.models.autocast import no_autocast
+from rabusseg.models.dropout import Dropout
 from rabusseg.models.encoders.base import Encoder
 from rabusseg.models.outputs import SegmentationOutput
 from rabusseg.models.relation import adjacent_propagation
@@ -36,9 +37,9 @@ class Decoder(nn.Module):
         self.low_level = conv_bn_relu(low_level_in, low_level_channels, 1)
         self.fuse = nn.Sequential(
             conv_bn_relu(aspp_channels + low_level_channels, channels, 3),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             conv_bn_relu(channels, channels, 3),
-            nn.Dropout(dropout),
+            Dropout(dropout),
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
@@ -90,7 +91,7 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.aspp = ASPP(c4, aspp_channels, encoder.output_stride, dropout)
         self.decoder = Decoder(aspp_channels, c1, low_level_channels, decoder_channels, num_classes, dropout)
-        self.proj = nn.Sequential(conv_bn_relu(c4, proj_channels, 3), nn.Dropout(dropout))
+        self.proj = nn.Sequential(conv_bn_relu(c4, proj_channels, 3), Dropout(dropout))
         self._init_head(classifier_init_std)
 
     def _init_head(self, classifier_init_std: float) -> None:
