@@ -10,13 +10,14 @@ from torch import nn
 from rabusseg.models.dropout import Dropout, dropout, keep_mask_like
 
 
-def test_keep_rate_is_one_minus_p_in_every_third_of_the_draws() -> None:
+def test_keep_rate_is_one_minus_p_in_every_word_of_the_draws() -> None:
     torch.manual_seed(0)
     x = torch.empty(3 * 200_000)
-    keep = keep_mask_like(x, 0.1).float()
-    # Each generator draw feeds one element in each third of the flat order: all three are uniform.
+    keep = keep_mask_like(x, 0.1)
+    assert keep.dtype == x.dtype and set(keep.unique().tolist()) == {0.0, 1.0}
+    # Each generator draw feeds three neighbouring elements, one per 16-bit word: every word is uniform.
     sd = (0.9 * 0.1 / 200_000) ** 0.5
-    for part in keep.view(3, -1):
+    for part in keep.view(-1, 3).T:
         assert abs(part.mean().item() - 0.9) < 5 * sd
     # Independence: neighbours agree as often as two independent coin flips do (0.9^2 + 0.1^2).
     agree = (keep[1:] == keep[:-1]).float().mean().item()
@@ -37,7 +38,7 @@ def test_scaling_and_gradient_match_torch_dropout_given_the_mask() -> None:
 def test_layout_eval_and_p_zero() -> None:
     x = torch.randn(2, 16, 6, 5).contiguous(memory_format=torch.channels_last)
     mask = keep_mask_like(x, 0.5)
-    assert mask.shape == x.shape and mask.stride() == x.stride()
+    assert mask.shape == x.shape and mask.stride() == x.stride() and mask.dtype == x.dtype
     assert dropout(x, 0.5, training=True).is_contiguous(memory_format=torch.channels_last)
     layer = Dropout(0.5).eval()
     assert layer(x) is x and dropout(x, 0.0, training=True) is x

@@ -1,11 +1,12 @@
 """Element-wise dropout whose random numbers cost a third of torch's on a CPU.
 
 torch draws one number from its (sequential) CPU generator per element: 13-15 ms for the
-8 x 64 x 40 x 40 decoder maps of a cpu_small step, about 5% of the step (docs/speed.md).  One
-int64 draw carries 63 uniform bits, so here each draw gives three 21-bit uniforms: a third of
-the generator calls for the same distribution (the drop probability rounded to a multiple of
-2**-21).  It uses torch's default generator, as ``nn.Dropout`` does, so seeding and resuming a
-run behave alike.  On other devices (CUDA's dropout is one fused kernel) it is ``F.dropout``.
+8 x 64 x 40 x 40 decoder maps of a cpu_small step (docs/speed.md).  One int64 draw carries 63
+uniform bits; read as four int16 words, its three low words are three independent 16-bit
+uniforms, so a third of the generator calls give the same distribution (the drop probability
+rounded to a multiple of 2**-16), with no arithmetic on the draws (int64 shifts are slow on
+CPU).  It uses torch's default generator, as ``nn.Dropout`` does, so seeding and resuming a run
+behave alike.  On other devices (CUDA's dropout is one fused kernel) it is ``F.dropout``.
 """
 
 from __future__ import annotations
@@ -14,19 +15,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-_BITS = 21
-_MASK = (1 << _BITS) - 1
+_WORDS = 3
+"""Uniform int16 words per int64 draw (the fourth holds bit 63, which ``random_`` leaves 0)."""
 
 
 def keep_mask_like(x: Tensor, p: float) -> Tensor:
-    """A bool tensor shaped and laid out like ``x`` (contiguous or channels-last): True with
+    """A tensor of 0/1 in ``x``'s dtype, shape and layout (contiguous or channels-last): 1 with
     probability ``1 - p``, independently."""
     n = x.numel()
-    draws = torch.empty((n + 2) // 3, dtype=torch.int64, device=x.device).random_()  # 63 uniform bits each
-    uniforms = torch.cat((draws & _MASK, (draws >> _BITS) & _MASK, draws >> (2 * _BITS)))[:n]  # (n,) in [0, 2**21)
-    keep = torch.empty_like(x, dtype=torch.bool)  # x's strides (channels-last stays channels-last)
-    keep.as_strided((n,), (1,)).copy_(uniforms >= round(p * (1 << _BITS)))  # dense storage, any element order
-    return keep
+    k = -(-n // _WORDS)
+    draws = torch.empty(k, dtype=torch.int64, device=x.device).random_()  # (k,) 63 uniform bits each
+    words = draws.view(torch.int16).view(k, 4)[:, :_WORDS]  # (k, 3) uniform on [-2**15, 2**15)
+    keep = words >= round(p * 65536) - 32768  # (k, 3) bool, P = 1 - p
+    out = torch.empty_like(x)  # x's strides: channels-last stays channels-last
+    out.as_strided((n,), (1,)).copy_(keep.view(-1)[:n])  # dense storage, any element order
+    return out
 
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
@@ -36,7 +39,7 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     dense = x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last))
     if x.device.type != "cpu" or not dense:
         return F.dropout(x, p, training=True)
-    return x * keep_mask_like(x, p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    return x * keep_mask_like(x, p).mul_(1.0 / (1.0 - p))
 
 
 class Dropout(nn.Module):
