@@ -125,7 +125,7 @@ def build_optimizer(config: Config, student: nn.Module) -> torch.optim.Optimizer
         {"params": [p for p in student.head_parameters() if p.requires_grad], "lr_scale": o.head_lr_multiplier},
     ]
     # foreach: one multi-tensor call per operation instead of ~600 small ones (torch picks it by
-    # default on CUDA only; the same arithmetic, tests/test_train.py).  Not fused=True: torch's fused
+    # default on CUDA only; the same arithmetic, tests/test_optimizer.py).  Not fused=True: torch's fused
     # SGD fails when a parameter (the ARP projection) first gets a gradient after warm-up, once the
     # others have momentum buffers.
     return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay, foreach=True)

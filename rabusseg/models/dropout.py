@@ -11,12 +11,16 @@ behave alike.  On other devices (CUDA's dropout is one fused kernel) it is ``F.d
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 _WORDS = 3
 """Uniform int16 words per int64 draw (the fourth holds bit 63, which ``random_`` leaves 0)."""
+_LOW_WORDS = slice(0, 3) if sys.byteorder == "little" else slice(1, 4)
+"""Where the three low words of an int64 sit in memory."""
 
 
 def keep_mask_like(x: Tensor, p: float) -> Tensor:
@@ -25,7 +29,7 @@ def keep_mask_like(x: Tensor, p: float) -> Tensor:
     n = x.numel()
     k = -(-n // _WORDS)
     draws = torch.empty(k, dtype=torch.int64, device=x.device).random_()  # (k,) 63 uniform bits each
-    words = draws.view(torch.int16).view(k, 4)[:, :_WORDS]  # (k, 3) uniform on [-2**15, 2**15)
+    words = draws.view(torch.int16).view(k, 4)[:, _LOW_WORDS]  # (k, 3) uniform on [-2**15, 2**15)
     keep = words >= round(p * 65536) - 32768  # (k, 3) bool, P = 1 - p
     out = torch.empty_like(x)  # x's strides: channels-last stays channels-last
     out.as_strided((n,), (1,)).copy_(keep.view(-1)[:n])  # dense storage, any element order

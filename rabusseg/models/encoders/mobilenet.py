@@ -13,7 +13,8 @@ depthwise convolution (and of every later one) by the stride they gave up.
 ``mobilenet_v2_320`` ends at ``features.17``: x4 is the 320-channel output of the last inverted
 residual block, as in DeepLab's own MobileNetV2 backbone.  The 1x1 conv to 1280 channels was
 trained for ImageNet's classifier; without it the ASPP and the ARP projection read a quarter of
-the channels (a cpu_small RA-BUSSeg step 0.8x the time, docs/speed.md).
+the channels: a cpu_small RA-BUSSeg step takes 0.8x the time, but the model was less robust to
+scanner-like image changes, so cpu_small keeps the last conv (docs/choices.md).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class MobileNetV2Encoder(Encoder):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self._taps:
-                outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, ..), x4 (B, 1280, H/os, W/os)
+                outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, ..), x4 (B, 1280 | 320, H/os, W/os)
         return outs
 
 def mobilenet_v2(output_stride: int = 8) -> MobileNetV2Encoder:
