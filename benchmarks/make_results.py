@@ -155,19 +155,19 @@ def throughput_section(t: dict[str, Any]) -> tuple[list[str], list[str]]:
                 verdicts.append(f"Paper network RA-BUSSeg step at {v['size']} px: {v['ours_over_naive']:.2f}x the plain step's time "
                                 f"(target <= 0.8x: {'reached' if v['met'] else 'MISSED'}); {v['speedup_on_over_off']:.2f}x faster than before.")
             else:
-                engine = "".join(f"; with `{n.removeprefix('on_')}` (a network option, not counted): {x:.2f}x"
+                options = "".join(f"; with `{n.removeprefix('on_')}` (a network option, not counted): {x:.2f}x"
                                  for n, x in v.get("speedup_network_options", {}).items())
                 verdicts.append(f"{v['model']} RA-BUSSeg step at {v['size']} px: {v['speedup_on_over_off']:.2f}x the images/s of "
-                                f"before (target {v.get('target')}: {'reached' if v.get('met') else 'MISSED'}){engine}.")
+                                f"before (target {v.get('target')}: {'reached' if v.get('met') else 'MISSED'}){options}.")
     if t.get("pipeline"):
         pv = t["pipeline_verdict"]
         lines += [f"Real data ({t['pipeline_data']}):", "",
                   table(t["pipeline"], ["variant", "steps", "wall_s", "images_per_s", "data_share", "data_ms_per_step"]), ""]
-        engine = "".join(f"; with `{n.removeprefix('on_')}` (not counted): {x:.2f}x"
+        options = "".join(f"; with `{n.removeprefix('on_')}` (not counted): {x:.2f}x"
                          for n, x in pv.get("speedup_network_options", {}).items())
         verdicts.append(f"cpu_small training on real data: {pv['speedup']:.2f}x the images/s of before "
                         f"({pv['images_per_s_off']:.1f} -> {pv['images_per_s_on']:.1f}; target {pv['target']}: "
-                        f"{'reached' if pv['met'] else 'MISSED'}{engine}).")  # fmt: skip
+                        f"{'reached' if pv['met'] else 'MISSED'}{options}).")  # fmt: skip
     if t.get("memory"):
         lines += ["Peak memory growth of one training step:", "",
                   table(t["memory"], ["model", "size", "batch", "variant", "peak_growth_mib", "step_s"]), ""]
