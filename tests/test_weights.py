@@ -89,7 +89,8 @@ def test_resnet_file_into_deep_stem_fails_with_the_stem_keys(tmp_path: Path) -> 
 
 
 def test_imagenet_for_resnet_says_a_path_is_needed() -> None:
-    with pytest.raises(ConfigError, match="only available offline for mobilenet_v2, mobilenet_v2_320 and efficientnet_lite0"):
+    expected = "only available offline for mobilenet_v2, mobilenet_v2_320 and efficientnet_lite0"
+    with pytest.raises(ConfigError, match=expected):
         build_model(ModelConfig(encoder="resnet50_deepstem", encoder_weights="imagenet"))
 
 

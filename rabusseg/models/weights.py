@@ -98,9 +98,9 @@ def resolve_weights(encoder: Encoder, path_or_name: str | Path) -> Path:
             return packaged_weights_path(packaged)
         raise ConfigError(
             "encoder_weights: imagenet is only available offline for mobilenet_v2, mobilenet_v2_320 and "
-            f"efficientnet_lite0; no ImageNet weights for {type(encoder).__name__} can be had here. Give the path of a torchvision-layout "
-            "state dict (e.g. torchvision's resnet50-0676ba61.pth), or leave encoder_weights unset to start from "
-            "random initialisation."
+            f"efficientnet_lite0; no ImageNet weights for {type(encoder).__name__} can be had here. Give the path "
+            "of a torchvision-layout state dict (e.g. torchvision's resnet50-0676ba61.pth), or leave "
+            "encoder_weights unset to start from random initialisation."
         )
     path = Path(path_or_name).expanduser()
     if not path.is_file():

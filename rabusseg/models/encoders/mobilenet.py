@@ -34,9 +34,8 @@ _INVERTED_RESIDUAL_SETTING = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-_TAPS = (3, 6, 13, 18)
-"""Indices in ``features`` after which x1..x4 are taken (x4 after ``features.17`` without the last conv)."""
-_LAST_CONV = 18
+_TAPS = (3, 6, 13)
+"""Indices in ``features`` after which x1..x3 are taken; x4 is the output of the last layer."""
 
 
 def _conv_bn_relu6(
@@ -87,20 +86,21 @@ class MobileNetV2Encoder(Encoder):
             cin = c
         if last_conv:
             features.append(_conv_bn_relu6(cin, 1280, 1))
-        else:  # an ImageNet file's last conv has no place here
-            self.ignored_weight_prefixes = ("classifier.", f"features.{_LAST_CONV}.")
+            cin = 1280
+        else:  # an ImageNet file's last conv (features.18) has no place here
+            self.ignored_weight_prefixes = ("classifier.", f"features.{len(features)}.")
         self.features = nn.Sequential(*features)
-        self.out_channels = (24, 32, 96, 1280 if last_conv else cin)
-        self._taps = _TAPS if last_conv else (*_TAPS[:3], _LAST_CONV - 1)
+        self.out_channels = (24, 32, 96, cin)
         init_conv_bn(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outs: list[Tensor] = []
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in self._taps:
-                outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, ..), x4 (B, 1280 | 320, H/os, W/os)
-        return outs
+            if i in _TAPS:
+                outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, H/os, W/os)
+        return [*outs, x]  # x4 (B, 1280 or 320, H/os, W/os)
+
 
 def mobilenet_v2(output_stride: int = 8) -> MobileNetV2Encoder:
     return MobileNetV2Encoder(output_stride)
