@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from rabusseg.config import ModelConfig
 from rabusseg.models import ENCODERS, SegmentationModel, SegmentationOutput, build_model, upsample_logits
+from rabusseg.models.aspp import global_average_pool
 from rabusseg.models.encoders import get_encoder
 from rabusseg.models.relation import cross_layer_alignment_loss, first_landmarks, select_landmarks_from_features
 
@@ -168,3 +169,19 @@ def test_classifier_init_std_is_honoured(std: float) -> None:
     weight = model.decoder.classifier.weight  # (2, 256, 1, 1): 512 draws
     assert weight.std().item() == pytest.approx(std, rel=0.15)
     assert model.decoder.classifier.bias.abs().max().item() == 0.0
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_global_average_pool_keeps_the_gradient_layout_of_its_input(channels_last: bool) -> None:
+    """ASPP's image-level branch: the mean, and a gradient in x4's own memory format (a mixed
+    layout made x4's gradient accumulation take torch's slow path)."""
+    x = torch.randn(2, 5, 3, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    pooled = global_average_pool(x)
+    torch.testing.assert_close(pooled, F.adaptive_avg_pool2d(x, 1))
+    # autograd.grad, not backward: a leaf's .grad is re-strided to the leaf's layout on accumulation.
+    (grad,) = torch.autograd.grad((pooled * torch.arange(10.0).view(2, 5, 1, 1)).sum(), x)
+    torch.testing.assert_close(grad, torch.arange(10.0).view(2, 5, 1, 1).expand(2, 5, 3, 4) / 12)
+    assert grad.is_contiguous(memory_format=torch.channels_last) == channels_last

@@ -12,6 +12,7 @@ from rabusseg.engine.terms import (
     cutmix_targets,
     loss_weights,
     stream_slice,
+    take_rows,
     unlabeled_targets,
     unsupervised_term,
 )
@@ -79,3 +80,13 @@ def test_stream_rows_and_loss_weights() -> None:
     assert loss_weights(cfg, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.25, "cra": 0.1}
     ramped = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"relation_rampup": True})})
     assert loss_weights(ramped, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.125, "cra": 0.05}
+
+
+def test_take_rows_keeps_a_whole_batch_and_its_channels_last_gradient() -> None:
+    """A slice's backward writes a contiguous gradient; the whole batch must stay a channels-last one."""
+    x = torch.randn(4, 6, 3, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    assert take_rows(x, slice(0, 4)) is x
+    assert torch.equal(take_rows(x, slice(1, 3)), x[1:3])
+    weight = torch.randn(4, 6, 3, 3).contiguous(memory_format=torch.channels_last)
+    (grad,) = torch.autograd.grad((take_rows(x, slice(0, 4)) * weight).sum(), x)  # as computed, not re-strided
+    assert grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()

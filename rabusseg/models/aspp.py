@@ -22,6 +22,21 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.
     )
 
 
+def global_average_pool(x: Tensor) -> Tensor:
+    """Mean over H and W -> (B, C, 1, 1), with a gradient in ``x``'s own memory format.
+
+    Why: torch's pooling backward returns a contiguous (NCHW) gradient even for a channels-last
+    ``x``; added to the channels-last gradients of x4's other consumers, it made the gradient
+    accumulation and every op behind it (BN, ReLU6 backward) take the slow mixed-layout path,
+    about 25 ms of a cpu_small step.  Averaging the (B, H*W, C) view of a channels-last map is
+    the same sum, and its backward stays channels-last.
+    """
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        b, c, h, w = x.shape
+        return x.permute(0, 2, 3, 1).reshape(b, h * w, c).mean(dim=1).reshape(b, c, 1, 1)
+    return x.mean(dim=(2, 3), keepdim=True)
+
+
 class ASPPPooling(nn.Module):
     """Image-level branch: global average pool -> 1x1 conv-BN-ReLU -> broadcast back.
 
@@ -30,11 +45,10 @@ class ASPPPooling(nn.Module):
 
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool2d(1)
         self.conv = conv_bn_relu(cin, cout, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(self.pool(x))  # (B, cout, 1, 1)
+        y = self.conv(global_average_pool(x))  # (B, cout, 1, 1)
         # Upsampling a 1x1 map (bilinear or nearest alike) is a broadcast.
         return y.expand(-1, -1, x.shape[-2], x.shape[-1])  # (B, cout, h, w)
 
