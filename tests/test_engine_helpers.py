@@ -18,6 +18,7 @@ from rabusseg.engine.pseudo_labels import (
     keep_ratio,
     pixel_entropy,
     pseudo_labels,
+    top_k_mask,
 )
 from rabusseg.engine.run_dir import prepare_run_dir
 from rabusseg.engine.schedule import poly_lr
@@ -88,6 +89,33 @@ def test_entropy_filter_per_image_and_existing_ignore() -> None:
     filtered = entropy_filter(probs, labels, 0.25, per_image=True)
     assert (filtered == 255).sum(dim=(1, 2)).tolist() == [16 + 12, 16]
     assert (filtered[0, :2] == 255).all()
+
+
+def _top_k_by_sort(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The definition: the first k of a stable descending argsort."""
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return ranks < k.unsqueeze(1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_k_mask_is_the_stable_sort_with_ties_infinities_and_signed_zeros(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    groups, n = 3, 97
+    scores = torch.round(torch.randn(groups, n, generator=g) * 2) / 2  # many ties
+    scores[torch.rand(groups, n, generator=g) < 0.2] = -torch.inf  # padding
+    scores[:, :10] = 0.0
+    scores[:, 5:10] = -0.0  # entropy of a one-hot pixel; a sort ties it with +0.0
+    scores[0, -3:] = torch.inf
+    k = torch.randint(0, n + 1, (groups,), generator=g).float()
+    k[0] = 0
+    assert torch.equal(top_k_mask(scores, k), _top_k_by_sort(scores, k.long()))
+
+
+def test_top_k_mask_breaks_ties_by_position() -> None:
+    scores = torch.tensor([[1.0, 3.0, 1.0, 1.0, 2.0]])
+    assert top_k_mask(scores, torch.tensor([3.0])).tolist() == [[True, True, False, False, True]]
 
 
 def test_confidence_mask() -> None:

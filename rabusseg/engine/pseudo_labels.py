@@ -47,6 +47,34 @@ def pixel_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=1)
 
 
+def _order_keys(x: torch.Tensor) -> torch.Tensor:
+    """Keys in [0, 2**32) with the order of the float32 values of ``x`` (the IEEE bit trick).
+
+    ``+ 0.0`` turns -0.0 (the entropy of a one-hot pixel) into +0.0, which a sort treats as equal.
+    """
+    bits = (x.float() + 0.0).contiguous().view(torch.int32).long()
+    return torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF) + 2**31  # negatives: larger magnitude, smaller key
+
+
+def top_k_mask(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Mask of the ``k[g]`` largest entries of each row of ``scores`` (G, N); ties go to the lower index.
+
+    The same pixels as ``argsort(descending=True, stable=True)[:, :k]``, without the sort: each
+    row's k-th largest value is found exactly, one bit of its key at a time from the top (32
+    counting passes, no host read of ``k``), then the ties at it are taken in index order.
+    """
+    keys = _order_keys(scores)  # (G, N)
+    k = k.to(keys.device).long().unsqueeze(1)  # (G, 1)
+    threshold = torch.zeros_like(k)  # the largest t with count(keys >= t) >= k, built bit by bit
+    for bit in range(31, -1, -1):
+        candidate = threshold + (1 << bit)
+        threshold = torch.where((keys >= candidate).sum(dim=1, keepdim=True) >= k, candidate, threshold)
+    above = keys > threshold
+    tied = keys == threshold
+    room = k - above.sum(dim=1, keepdim=True)  # how many of the ties still fit
+    return above | (tied & (tied.cumsum(dim=1) <= room))
+
+
 def entropy_filter(
     probs: torch.Tensor,
     labels: torch.Tensor,
@@ -70,11 +98,8 @@ def entropy_filter(
     valid = labels != ignore_index
     groups = b if per_image else 1
     scores = torch.where(valid, entropy, torch.full_like(entropy, -torch.inf)).reshape(groups, -1)
-    order = scores.argsort(dim=1, descending=True, stable=True)  # (G, N) most uncertain first
-    ranks = torch.empty_like(order)
-    ranks.scatter_(1, order, torch.arange(order.shape[1], device=order.device).expand_as(order))
     n_drop = torch.round(valid.reshape(groups, -1).sum(dim=1) * min(fraction, 1.0))  # (G,)
-    drop = (ranks < n_drop.unsqueeze(1)).reshape(labels.shape)
+    drop = top_k_mask(scores, n_drop).reshape(labels.shape)
     return torch.where(drop, torch.full_like(labels, ignore_index), labels)
 
 
