@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from rabusseg.config import ModelConfig
 from rabusseg.models import build_model
-from rabusseg.models.conv import Conv2d, conv2d, set_conv_rewrites
+from rabusseg.models.conv import LIVE_TAPS_MAX_SHARE, Conv2d, conv2d, live_tap_share, set_conv_rewrites
 
 CASES = [
     # (cin, cout, groups, kernel, dilation, h, w): which rewrite each one takes
@@ -19,7 +19,9 @@ CASES = [
     (64, 16, 1, 3, 12, 10, 30),  # dense: centre row only
     (64, 16, 1, 3, 12, 30, 8),  # dense: centre column only
     (24, 24, 24, 5, 3, 2, 20),  # depthwise 5x5, rows pruned
-    (64, 16, 1, 3, 6, 10, 10),  # dense, nothing to prune: plain path
+    (64, 16, 1, 3, 6, 10, 10),  # dense, nothing to prune: per-tap weight gradient when channels-last
+    (16, 8, 1, 3, 4, 5, 11),  # dense, odd sizes: a whole tap row reads padding, the columns partly
+    (16, 8, 1, 3, 2, 9, 9),  # dense, most taps read the map: plain path
 ]
 
 
@@ -72,7 +74,11 @@ def test_the_expected_rewrite_is_chosen() -> None:
     assert depthwise.rewrite_for(10, 10) == "space_to_batch"
     assert dense.rewrite_for(10, 10) == "centre_taps"
     assert dense.rewrite_for(10, 13) == "centre_taps"  # rows only
-    assert dense.rewrite_for(13, 13) == "plain"
+    assert dense.rewrite_for(13, 13) == "live_taps_weight_grad"  # 15% of the (pixel, tap) pairs read the map
+    assert dense.rewrite_for(40, 40) == "plain"  # 64%
+    aspp_6 = conv2d(16, 8, 3, dilation=6)  # cpu_small's ASPP branch on its 10 x 10 grid
+    assert aspp_6.rewrite_for(10, 10) == "live_taps_weight_grad"
+    assert aspp_6.rewrite_for(40, 40) == "plain"
     assert depthwise.rewrite_for(1, 1) == "centre_taps"
     assert set_conv_rewrites(torch.nn.Sequential(depthwise, dense), False) == 2
     assert depthwise.rewrite_for(10, 10) == dense.rewrite_for(10, 10) == "plain"
@@ -119,3 +125,33 @@ def test_depthwise_runs_in_float32_under_cpu_autocast() -> None:
         out_dense = dense(x)
     assert out_dw.dtype == torch.float32 and out_dense.dtype == torch.bfloat16
     torch.testing.assert_close(out_dw, _reference(depthwise, x.bfloat16().float()))
+
+
+def test_live_tap_share_counts_the_taps_that_read_the_map() -> None:
+    # Dilation 6 on 10 pixels: the centre tap reads all 10, each side tap 4 of them.
+    assert live_tap_share(10, 3, 6) == pytest.approx((10 + 4 + 4) / 30)
+    assert live_tap_share(10, 3, 12) == pytest.approx(10 / 30)
+    assert live_tap_share(10, 1, 6) == 1.0
+    assert live_tap_share(10, 3, 6) ** 2 <= LIVE_TAPS_MAX_SHARE < live_tap_share(16, 3, 4) ** 2
+
+
+def test_live_taps_path_under_cpu_autocast_matches_the_plain_convolution() -> None:
+    """bf16 autocast, channels-last: the per-tap weight gradient reaches the float32 weight."""
+    torch.manual_seed(0)
+    conv = conv2d(32, 8, 3, dilation=6, bias=True)
+    x = torch.randn(2, 32, 10, 10).contiguous(memory_format=torch.channels_last)
+    grad_out = torch.randn(2, 8, 10, 10)
+    grads = []
+    for rewrites in (True, False):
+        set_conv_rewrites(conv, rewrites)
+        conv.zero_grad()
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = conv(xi)
+        assert out.dtype == torch.bfloat16
+        (out.float() * grad_out).sum().backward()
+        assert xi.grad.is_contiguous(memory_format=torch.channels_last)
+        grads.append((out.float(), xi.grad.float(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for fast, plain in zip(*grads, strict=True):
+        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=2e-2)
+    assert grads[0][2].dtype == torch.float32

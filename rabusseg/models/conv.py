@@ -6,7 +6,7 @@ these shapes badly: the backward of a 3x3 convolution with dilation 12 on a 10 x
 as much as a dense one although every tap but the centre reads zero padding, and a depthwise
 convolution with dilation 2 is several times slower than the same one without dilation.
 
-Both rewrites compute the same function (up to float summation order):
+The rewrites compute the same function (up to float summation order):
 
 * **Tap pruning.**  With "same" padding, a kernel row (column) whose offset is at least the
   map's height (width) only ever reads padding.  When the dilation reaches the map size along
@@ -15,6 +15,9 @@ Both rewrites compute the same function (up to float summation order):
   applied to each of the d x d phase-shifted sub-grids of the map (the classic atrous trick);
   the map is padded with zeros to a multiple of d first, which changes nothing in the kept
   outputs.  For channels-last maps the shuffle is one copy of whole channel vectors.
+* **Live-tap weight gradient** (dense, CPU, channels-last).  When few (output pixel, tap) pairs
+  read the map (dilation 6 on cpu_small's 10 x 10 grid: 36%), the weight gradient is summed
+  tap by tap over those pairs only; oneDNN's own took 3x as long.
 
 Traced (ONNX) and scripted graphs use the plain convolution: the rewrites depend on the input
 size, which a trace would freeze.  ``rewrites = False`` switches them off (benchmarks compare).
@@ -32,7 +35,71 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Rewrite = Literal["plain", "centre_taps", "space_to_batch"]
+Rewrite = Literal["plain", "centre_taps", "space_to_batch", "live_taps_weight_grad"]
+
+LIVE_TAPS_MAX_SHARE = 0.6
+"""Use the per-tap weight gradient when at most this share of (output pixel, tap) pairs read the map.
+
+Measured (bf16 channels-last, forward + backward, 2 cores): dilation 6 on a 10 x 10 map (share
+0.36) 31.7 -> 10.0 ms; dilation 12 on 16 x 16 (0.25) 196 -> 82 ms; on 32 x 32 (0.56) 660 -> 409
+ms; dilation 4 on 16 x 16 (0.69) 38.2 -> 36.8 ms, and undilated maps were slower."""
+
+
+def live_tap_share(size: int, kernel: int, dilation: int) -> float:
+    """Share of (output pixel, kernel tap) pairs along one axis whose input lies inside the map."""
+    half = kernel // 2
+    live = sum(max(0, size - abs(t - half) * dilation) for t in range(kernel))
+    return live / (kernel * size)
+
+
+class _LiveTapsConv(torch.autograd.Function):
+    """A dense stride-1 "same" convolution whose weight gradient sums only the taps that read the map.
+
+    Why: oneDNN computes the weight gradient of a dilated convolution on a small map as if every
+    tap read data; with dilation 6 on a 10 x 10 map most taps read padding.  Here each tap's
+    gradient is one matmul over the output pixels whose input is inside the map (exact: the
+    other pixels multiply zeros).  Forward and input gradient stay oneDNN's (a transposed
+    convolution).  Used on CPU with channels-last maps (the tap slices are then plain row
+    blocks); measured on oneDNN only, so CUDA keeps cuDNN's kernels.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, int]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.dilation, ctx.has_bias = dilation, bias is not None
+        padding = (dilation[0] * (weight.shape[2] // 2), dilation[1] * (weight.shape[3] // 2))
+        return F.conv2d(x, weight, bias, 1, padding, dilation)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        (d_h, d_w), (o, c, k_h, k_w) = ctx.dilation, weight.shape
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            padding = (d_h * (k_h // 2), d_w * (k_w // 2))
+            grad_x = F.conv_transpose2d(grad, weight, None, 1, padding, 0, 1, (d_h, d_w))
+        if ctx.needs_input_grad[1]:
+            h, w = x.shape[-2:]
+            x_hwc, g_hwc = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)  # (B, H, W, C) views
+            taps = []
+            for i in range(k_h):
+                dy = (i - k_h // 2) * d_h
+                r0, r1 = max(0, -dy), min(h, h - dy)  # output rows whose input row r + dy is inside
+                for j in range(k_w):
+                    dx = (j - k_w // 2) * d_w
+                    c0, c1 = max(0, -dx), min(w, w - dx)
+                    if r1 <= r0 or c1 <= c0:
+                        taps.append(weight.new_zeros(o, c))
+                        continue
+                    g = g_hwc[:, r0:r1, c0:c1].reshape(-1, o)
+                    xi = x_hwc[:, r0 + dy : r1 + dy, c0 + dx : c1 + dx].reshape(-1, c)
+                    taps.append(g.t() @ xi)  # (O, C)
+            grad_w = torch.stack(taps, dim=-1).reshape(o, c, k_h, k_w)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum(dim=(0, 2, 3))
+        return grad_x, grad_w, grad_b, None
 
 
 class Conv2d(nn.Conv2d):
@@ -65,6 +132,12 @@ class Conv2d(nn.Conv2d):
             return "centre_taps"
         if self.depthwise and d_h == d_w > 1:
             return "space_to_batch"
+        if (
+            self.groups == 1
+            and max(d_h, d_w) > 1
+            and live_tap_share(h, k_h, d_h) * live_tap_share(w, k_w, d_w) <= LIVE_TAPS_MAX_SHARE
+        ):
+            return "live_taps_weight_grad"
         return "plain"
 
     def forward(self, x: Tensor) -> Tensor:
@@ -81,7 +154,22 @@ class Conv2d(nn.Conv2d):
             return self._centre_taps(x, self.kernel_size[0] > 1 and d_h >= h, self.kernel_size[1] > 1 and d_w >= w)
         if rewrite == "space_to_batch":
             return self._space_to_batch(x, self.dilation[0])
+        live_taps = rewrite == "live_taps_weight_grad" and x.device.type == "cpu"
+        if live_taps and x.is_contiguous(memory_format=torch.channels_last):
+            return self._live_taps(x)
         return super().forward(x)
+
+    def _live_taps(self, x: Tensor) -> Tensor:
+        """The convolution through :class:`_LiveTapsConv` (autocast applied here: a Function's
+        backward runs outside it)."""
+        weight, bias = self.weight, self.bias
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = bias.to(dtype) if bias is not None else None
+        with torch.autocast(device, enabled=False):
+            return _LiveTapsConv.apply(x, weight, bias, self.dilation)
 
     def _centre_taps(self, x: Tensor, rows: bool, cols: bool) -> Tensor:
         """The convolution restricted to the kernel rows/columns that can see the map."""
