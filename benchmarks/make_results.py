@@ -149,6 +149,10 @@ def throughput_section(t: dict[str, Any]) -> tuple[list[str], list[str]]:
              f"`{t['command']}`: {hardware(t['environment'])}; {t.get('wall_s')} s in all (docs/speed.md says what each feature is).", ""]
     verdicts = []
     if t.get("steps"):
+        rounds = t.get("step_rounds")
+        if rounds:
+            lines += [f"Synthetic steps: median of {rounds['measured']} round-robin steps per variant after "
+                      f"{rounds['warmup']} unmeasured rounds.", ""]  # fmt: skip
         lines += [table(t["steps"], ["model", "size", "batch", "variant", "step_ms", "images_per_s"]), ""]
         for v in t.get("step_verdicts", []):
             if "ours_over_naive" in v:

@@ -138,8 +138,14 @@ def flush_wanted(overrides: list[str]) -> bool:
     return "train.flush_denormal=false" not in overrides
 
 
-def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path) -> list[dict[str, Any]]:
-    """Round-robin step times of off / on (/ naive) at one size."""
+def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path,
+                warmup_rounds: int = 3) -> list[dict[str, Any]]:  # fmt: skip
+    """Round-robin step times of off / on (/ naive) at one size, after ``warmup_rounds`` unmeasured rounds.
+
+    Why the warm-up: oneDNN creates its bf16 channels-last kernels on first use, shape by shape,
+    and the allocator grows, so the preset's first three steps took 1.3-2.5x its steady step
+    (893, 821, 1395 ms, then 700, 559, 561 ms, in the first run with one warm-up round).
+    """
     variants: dict[str, dict[str, Any]] = {
         name: {"kind": "run", "overrides": overrides} for name, overrides in variant_overrides(model).items()
     }
@@ -152,10 +158,10 @@ def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, dev
         procs[name] = VariantProcess(spec)
     times: dict[str, list[float]] = {n: [] for n in procs}
     try:
-        for round_ in range(rounds + 1):
+        for round_ in range(warmup_rounds + rounds):
             for name, proc in procs.items():
                 seconds = proc.step()
-                if round_:  # round 0: first-call costs
+                if round_ >= warmup_rounds:
                     times[name].append(seconds)
     finally:
         for proc in procs.values():
@@ -300,7 +306,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         choices=["steps", "pipeline", "memory"])  # fmt: skip
     parser.add_argument("--models", nargs="+", default=list(STEP_MODELS))
     parser.add_argument("--sizes", type=int, nargs="+", help="step sizes for every model (default: per model)")
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=6, help="measured round-robin rounds of steps")
+    parser.add_argument("--warmup-rounds", type=int, default=3, help="unmeasured rounds before them")
     parser.add_argument("--pipeline-steps", type=int, default=56)
     parser.add_argument("--pipeline-repeats", type=int, default=2)
     parser.add_argument("--memory-size", type=int, default=512)
@@ -318,6 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.quick:
         args.sizes, args.rounds, args.pipeline_steps, args.pipeline_repeats, args.memory_size = [64], 1, 16, 1, 64
+        args.warmup_rounds = 1
     env = environment(args.device)
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result: dict[str, Any] = {"benchmark": "throughput", "command": command_line(), "environment": env,
@@ -331,8 +339,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 spec = STEP_MODELS.get(model, {"sizes": (128,), "batch": 2, "naive": False})
                 for size in args.sizes or spec["sizes"]:
                     print(f"steps: {model} {size} px ...", flush=True)
-                    rows += bench_steps(model, size, spec["batch"], spec["naive"], args.rounds, args.device, work)
+                    rows += bench_steps(model, size, spec["batch"], spec["naive"], args.rounds, args.device, work,
+                                        args.warmup_rounds)  # fmt: skip
             result["steps"], result["step_verdicts"] = rows, step_verdicts(rows)
+            result["step_rounds"] = {"measured": args.rounds, "warmup": args.warmup_rounds}
             if args.device.startswith("cuda"):
                 result["h200_bf16_dense_tflops"] = H200_BF16_DENSE_TFLOPS
         if "pipeline" in args.sections and args.device == "cpu":
@@ -346,7 +356,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / (time.perf_counter() - started), 2)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     if "steps" in result:
-        print_table("training step, RA-BUSSeg (median of round-robin steps)", result["steps"],
+        print_table(f"training step, RA-BUSSeg (median of {args.rounds} round-robin steps after {args.warmup_rounds} "
+                    "unmeasured)", result["steps"],
                     ["model", "size", "batch", "variant", "step_ms", "images_per_s"])  # fmt: skip
         print_table("verdicts", result["step_verdicts"],
                     ["model", "size", "speedup_on_over_off", "ours_over_naive", "target", "met"])  # fmt: skip
