@@ -73,8 +73,8 @@ def take_rows(x: torch.Tensor, rows: slice) -> torch.Tensor:
 
     Why: the backward of a slice writes the gradient into a new contiguous (NCHW) tensor even
     when ``x`` is channels-last, and CRA's slice of x4 then made every gradient accumulation
-    into x4 (and the BN and ReLU6 backward behind it) take torch's slow mixed-layout path:
-    about 40 ms of a cpu_small RA-BUSSeg step with ``cra_images: both``.
+    into x4 (and the BN and ReLU6 backward behind it) take torch's slow mixed-layout path: in a
+    cpu_small RA-BUSSeg step with ``cra_images: both`` the additions alone fell from 17 to 5 ms.
     """
     return x if rows.indices(x.shape[0]) == (0, x.shape[0], 1) else x[rows]
 
