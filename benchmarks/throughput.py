@@ -139,7 +139,7 @@ def flush_wanted(overrides: list[str]) -> bool:
 
 
 def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path,
-                warmup_rounds: int = 3) -> list[dict[str, Any]]:  # fmt: skip
+                warmup_rounds: int) -> list[dict[str, Any]]:  # fmt: skip
     """Round-robin step times of off / on (/ naive) at one size, after ``warmup_rounds`` unmeasured rounds.
 
     Why the warm-up: oneDNN creates its bf16 channels-last kernels on first use, shape by shape,

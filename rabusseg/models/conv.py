@@ -64,10 +64,10 @@ class _LiveTapsConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, dilation: tuple[int, int]) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, padding: tuple[int, int],  # type: ignore[override]
+                dilation: tuple[int, int]) -> Tensor:  # fmt: skip
         ctx.save_for_backward(x, weight)
-        ctx.dilation, ctx.has_bias = dilation, bias is not None
-        padding = (dilation[0] * (weight.shape[2] // 2), dilation[1] * (weight.shape[3] // 2))
+        ctx.padding, ctx.dilation, ctx.has_bias = padding, dilation, bias is not None
         return F.conv2d(x, weight, bias, 1, padding, dilation)
 
     @staticmethod
@@ -78,8 +78,7 @@ class _LiveTapsConv(torch.autograd.Function):
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            padding = (d_h * (k_h // 2), d_w * (k_w // 2))
-            grad_x = F.conv_transpose2d(grad, weight, None, 1, padding, 0, 1, (d_h, d_w))
+            grad_x = F.conv_transpose2d(grad, weight, None, 1, ctx.padding, 0, 1, ctx.dilation)
         if ctx.needs_input_grad[1]:
             h, w = x.shape[-2:]
             x_hwc, g_hwc = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)  # (B, H, W, C) views
@@ -99,7 +98,7 @@ class _LiveTapsConv(torch.autograd.Function):
             grad_w = torch.stack(taps, dim=-1).reshape(o, c, k_h, k_w)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad.sum(dim=(0, 2, 3))
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
 
 
 class Conv2d(nn.Conv2d):
@@ -169,7 +168,7 @@ class Conv2d(nn.Conv2d):
             x, weight = x.to(dtype), weight.to(dtype)
             bias = bias.to(dtype) if bias is not None else None
         with torch.autocast(device, enabled=False):
-            return _LiveTapsConv.apply(x, weight, bias, self.dilation)
+            return _LiveTapsConv.apply(x, weight, bias, self.padding, self.dilation)
 
     def _centre_taps(self, x: Tensor, rows: bool, cols: bool) -> Tensor:
         """The convolution restricted to the kernel rows/columns that can see the map."""
