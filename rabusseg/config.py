@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rabusseg.constants import DEFAULT_INFERENCE_SIZE
+from rabusseg.constants import CRA_COSINE_TEMPERATURE, DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
@@ -131,6 +131,11 @@ class MethodConfig(_Strict):
     arp_images: ImageStream = "both"
     cra_images: ImageStream = "both"
     num_landmarks: int = Field(64, ge=2)
+    cra_similarity: Literal["dot", "cosine"] = "dot"
+    """CRA's pixel-to-landmark logits: METHOD's raw dot product, or cosine / ``cra_temperature``
+    (every layer on one scale; docs/choices.md)."""
+    cra_temperature: float = Field(CRA_COSINE_TEMPERATURE, gt=0)
+    """Temperature of ``cra_similarity: cosine`` (unused with ``dot``)."""
     landmark_affinity: Literal["auto", "full", "rows"] = "auto"
     """``full`` builds the hw x hw affinity; ``rows`` builds only the rows the greedy rule reads."""
     strong_view: bool = True
@@ -214,7 +219,9 @@ class TrainConfig(_Strict):
     progress: bool = True
     """Show a progress bar (rank 0, interactive terminals)."""
     eval_tta: bool = False
-    """Flip/multi-scale test-time augmentation for the final test evaluation."""
+    """Flip/multi-scale test-time augmentation for the final test evaluation, and the checkpoint's
+    default for ``evaluate``, ``predict``, ``Segmenter.from_checkpoint`` and ONNX export
+    (validations during training run without it)."""
     eval_weights: Literal["student", "teacher"] = "student"
     """Which network the reported evaluation and inference use."""
 

@@ -9,3 +9,6 @@ LESION_THRESHOLD = 0.5
 prediction and the workbench all use it (the workbench's slider starts there)."""
 DEFAULT_INFERENCE_SIZE = 512
 """Inference size of checkpoints whose config does not say (``data.eval_size``'s default)."""
+CRA_COSINE_TEMPERATURE = 0.1
+"""Temperature of CRA's cosine logits (``method.cra_similarity: cosine``): the usual value of
+contrastive and relation-distillation losses, fixed before any measurement, not tuned."""

@@ -8,11 +8,13 @@ device and "no valid pixel" is handled by clamping denominators, not by ``if`` o
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 from rabusseg.config import LossConfig
-from rabusseg.constants import IGNORE_INDEX
+from rabusseg.constants import CRA_COSINE_TEMPERATURE, IGNORE_INDEX
 from rabusseg.models.resize import upsample_logits
 
 _LOSS_DEFAULTS = LossConfig()
@@ -120,13 +122,16 @@ def cra_loss(
     num_landmarks: int,
     generator: torch.Generator,
     affinity: str = "rows",
+    similarity: Literal["dot", "cosine"] = "dot",
+    temperature: float = CRA_COSINE_TEMPERATURE,
 ) -> torch.Tensor:
     """CRA term: landmarks picked on ``proj``'s affinity from a labelled first pixel, then the KL
     alignment of x1..x4's pixel-to-landmark distributions (METHOD section 2).
 
     ``labels`` (B, H, W) are GT or filtered pseudo-labels; ``affinity`` is ``rows`` (one affinity
     row per greedy step) or ``full`` (the N x N matrix); both pick the same landmarks.  The
-    number of landmarks is capped at the grid size (tiny crops in tests).
+    number of landmarks is capped at the grid size (tiny crops in tests).  ``similarity`` and
+    ``temperature`` shape the distributions (``method.cra_similarity``, ``cross_layer_alignment_loss``).
     """
     from rabusseg.models.relation import (
         cross_layer_alignment_loss,
@@ -143,4 +148,4 @@ def cra_loss(
         landmarks = select_landmarks(global_affinity(proj), first, m)
     else:
         landmarks = select_landmarks_from_features(proj, first, m)  # (B, M)
-    return cross_layer_alignment_loss(features, landmarks)
+    return cross_layer_alignment_loss(features, landmarks, similarity=similarity, temperature=temperature)

@@ -215,8 +215,8 @@ def test_first_landmarks_falls_back_to_any_pixel_and_is_reproducible() -> None:
 # ---------------------------------------------------------------------------------- CRA
 
 
-def naive_cra(features: list[torch.Tensor], landmarks: torch.Tensor) -> torch.Tensor:
-    """METHOD steps 3-5 written out per image and per landmark."""
+def naive_cra(features: list[torch.Tensor], landmarks: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    """METHOD steps 3-5 written out per image and per landmark; a ``temperature`` makes it cosine / temperature."""
     h, w = features[3].shape[-2:]
     kls = []
     log_ps = []
@@ -229,7 +229,14 @@ def naive_cra(features: list[torch.Tensor], landmarks: torch.Tensor) -> torch.Te
             anchors = torch.stack(
                 [x[b, :, min(f * (int(l) // w), hh - 1), min(f * (int(l) % w), ww - 1)] for l in landmarks[b]], dim=1
             )  # (C, M)
-            per_image.append(torch.log_softmax(pixels.flatten(1).T @ anchors, dim=1))  # (N, M)
+            pixels = pixels.flatten(1)  # (C, N)
+            if temperature is None:
+                logits = pixels.T @ anchors
+            else:
+                cosines = [[torch.dot(pixels[:, i], anchors[:, n]) / (pixels[:, i].norm() * anchors[:, n].norm())
+                            for n in range(anchors.shape[1])] for i in range(pixels.shape[1])]  # fmt: skip
+                logits = torch.tensor(cosines) / temperature
+            per_image.append(torch.log_softmax(logits, dim=1))  # (N, M)
         log_ps.append(torch.stack(per_image))
     for shallow, deep in zip(log_ps[:3], log_ps[1:]):
         kls.append(F.kl_div(shallow, deep, reduction="none", log_target=True).mean())  # KL(deep || shallow)
@@ -249,6 +256,27 @@ def test_cra_matches_naive_reference_and_is_positive() -> None:
     loss = cross_layer_alignment_loss(feats, landmarks)
     assert loss.ndim == 0 and loss > 0
     torch.testing.assert_close(loss, naive_cra(feats, landmarks))
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_cra_cosine_matches_naive_reference(temperature: float) -> None:
+    feats, landmarks = cra_inputs(13)
+    loss = cross_layer_alignment_loss(feats, landmarks, similarity="cosine", temperature=temperature)
+    torch.testing.assert_close(loss, naive_cra(feats, landmarks, temperature=temperature))
+    assert not torch.allclose(loss, cross_layer_alignment_loss(feats, landmarks))
+
+
+def test_cra_cosine_ignores_each_layers_scale_and_dot_does_not() -> None:
+    """Why the option exists: a raw dot product sharpens with the activations' size (x4's 1280
+    channels made P_4 one-hot); cosine gives every layer the same scale."""
+    feats, landmarks = cra_inputs(14)
+    scaled = [f * s for f, s in zip(feats, (0.5, 3.0, 1.0, 40.0))]
+    cosine = cross_layer_alignment_loss(feats, landmarks, similarity="cosine")
+    torch.testing.assert_close(cross_layer_alignment_loss(scaled, landmarks, similarity="cosine"), cosine)
+    dot, dot_scaled = cross_layer_alignment_loss(feats, landmarks), cross_layer_alignment_loss(scaled, landmarks)
+    assert not torch.allclose(dot_scaled, dot)
+    with pytest.raises(ValueError, match="similarity"):
+        cross_layer_alignment_loss(feats, landmarks, similarity="l2")  # type: ignore[arg-type]
 
 
 def test_cra_kl_direction_deeper_layer_is_the_target() -> None:

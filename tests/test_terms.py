@@ -11,12 +11,15 @@ from rabusseg.engine.terms import (
     UnlabeledTargets,
     cutmix_targets,
     loss_weights,
+    relation_terms,
     stream_slice,
     take_rows,
     unlabeled_targets,
     unsupervised_term,
 )
-from rabusseg.losses import pseudo_label_cross_entropy
+from rabusseg.losses import labels_to_grid, pseudo_label_cross_entropy
+from rabusseg.models.outputs import SegmentationOutput
+from rabusseg.models.relation import cross_layer_alignment_loss, first_landmarks, select_landmarks_from_features
 
 
 def _probs(lesion: torch.Tensor) -> torch.Tensor:
@@ -90,3 +93,23 @@ def test_take_rows_keeps_a_whole_batch_and_its_channels_last_gradient() -> None:
     weight = torch.randn(4, 6, 3, 3).contiguous(memory_format=torch.channels_last)
     (grad,) = torch.autograd.grad((take_rows(x, slice(0, 4)) * weight).sum(), x)  # as computed, not re-strided
     assert grad.is_contiguous(memory_format=torch.channels_last) and not grad.is_contiguous()
+
+
+def test_relation_terms_pass_the_cra_similarity_of_the_config() -> None:
+    """``method.cra_similarity`` and ``cra_temperature`` reach the CRA loss (and ``dot`` stays METHOD's)."""
+    g = torch.Generator().manual_seed(3)
+    feats = tuple(torch.randn(2, c, s, s, generator=g) for c, s in ((4, 10), (5, 5), (6, 5), (7, 5)))
+    proj = torch.randn(2, 8, 5, 5, generator=g)
+    out = SegmentationOutput(pred=torch.randn(2, 2, 10, 10, generator=g), features=feats, proj=proj)  # type: ignore[arg-type]
+    labels = torch.zeros(2, 20, 20, dtype=torch.long)
+    labels[:, 4:12, 6:14] = 1
+    first = first_landmarks(labels_to_grid(labels, (5, 5)), torch.Generator().manual_seed(0))  # as cra_loss draws it
+    landmarks = select_landmarks_from_features(proj, first, 6)
+    for similarity, temperature in (("dot", 0.1), ("cosine", 0.1), ("cosine", 0.3)):
+        method = MethodConfig(name="ra_busseg", arp=False, num_landmarks=6, cra_similarity=similarity,
+                              cra_temperature=temperature)  # fmt: skip
+        terms = relation_terms(out, labels, 1, 1, method, generator=torch.Generator().manual_seed(0), affinity="rows")
+        expected = cross_layer_alignment_loss(feats, landmarks, similarity=similarity, temperature=temperature)  # type: ignore[arg-type]
+        torch.testing.assert_close(terms["cra"], expected)
+    with pytest.raises(ValueError):
+        MethodConfig(cra_temperature=0)

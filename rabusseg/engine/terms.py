@@ -90,7 +90,8 @@ def relation_terms(out: SegmentationOutput, labels: torch.Tensor, n_x: int, n_u:
         rows = stream_slice(method.cra_images, n_x, n_u)
         features = tuple(take_rows(f, rows) for f in out.features)  # type: ignore[union-attr]
         terms["cra"] = cra_loss(features, take_rows(out.proj, rows), labels[rows],  # type: ignore[arg-type]
-                                num_landmarks=method.num_landmarks, generator=generator, affinity=affinity)  # fmt: skip
+                                num_landmarks=method.num_landmarks, generator=generator, affinity=affinity,
+                                similarity=method.cra_similarity, temperature=method.cra_temperature)  # fmt: skip
     return terms
 
 

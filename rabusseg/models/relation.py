@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rabusseg.constants import IGNORE_INDEX
+from rabusseg.constants import CRA_COSINE_TEMPERATURE, IGNORE_INDEX
 from rabusseg.models.autocast import no_autocast
 from rabusseg.models.resize import upsample_logits
 
@@ -246,7 +246,11 @@ def _kl_mean(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).mean()
 
 
-def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor) -> Tensor:
+CraSimilarity = Literal["dot", "cosine"]
+
+
+def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor, *, similarity: CraSimilarity = "dot",
+                               temperature: float = CRA_COSINE_TEMPERATURE) -> Tensor:  # fmt: skip
     """CRA loss (METHOD section 2, steps 3 to 5): features [x1, x2, x3, x4], landmarks (B, M) on x4's grid.
 
     Per layer l: P_l(i, n) = softmax over n of <x_l(i), x_l(landmark n)> in float32, where the
@@ -254,9 +258,17 @@ def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor) ->
     detached, and the landmark features (and all of x4) keep their gradient.
     Returns mean(KL(P2 || P1), KL(P3 || P2), KL(P4 || P3)), with KL(P || Q) = sum P (log P - log Q):
     the deeper layer's distribution is the target P of the shallower one.
+
+    ``similarity="dot"`` is METHOD's raw dot product.  ``"cosine"`` divides the cosine of the two
+    vectors by ``temperature`` instead: why, a raw dot product's scale grows with the channel count
+    and the activations' size, so on MobileNetV2's 1280-channel x4 P_4 is one-hot in effect (mean
+    largest probability 0.994 against 0.58 for x1, docs/choices.md) and the layers' distributions
+    are not on one scale; cosine puts every layer on the same one.
     """
     if len(features) != 4:
         raise ValueError(f"features must be the four maps [x1, x2, x3, x4], got {len(features)}")
+    if similarity not in ("dot", "cosine"):
+        raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
     x4 = features[3]
     b, _, h, w = x4.shape
     if landmarks.dim() != 2 or landmarks.shape[0] != b:
@@ -268,7 +280,11 @@ def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor) ->
             x = x.float()
             pixels = x if level == 3 else upsample_logits(x.detach(), (h, w))  # (B, C, h, w)
             anchors = _landmark_features(x, rows, cols, (h, w))  # (B, C, M)
+            if similarity == "cosine":
+                pixels, anchors = F.normalize(pixels, dim=1), F.normalize(anchors, dim=1)
             logits = torch.bmm(pixels.flatten(2).transpose(1, 2), anchors)  # (B, N, M)
+            if similarity == "cosine":
+                logits = logits / temperature
             log_probs.append(logits.log_softmax(dim=2))
         kls = [_kl_mean(log_probs[l + 1], log_probs[l]) for l in range(3)]
     return torch.stack(kls).mean()
