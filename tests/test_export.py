@@ -9,6 +9,7 @@ import pytest
 import torch
 from _tiny_checkpoint import tiny_checkpoint  # noqa: F401  (fixture)
 
+from rabusseg.checkpoint import load_checkpoint, save_checkpoint
 from rabusseg.cli import main
 from rabusseg.data.io import load_image
 from rabusseg.data.transforms import build_eval_transform, normalize_image
@@ -90,3 +91,15 @@ def test_cli_export_and_predict_with_onnxruntime(tiny_checkpoint: Path, tmp_path
         main(["predict", str(onnx_path), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
               "--engine", "onnxruntime", "--size", "64"])
     assert predicted.value.code == 0 and (tmp_path / "out" / "a_mask.png").is_file()
+
+
+def test_onnx_files_carry_the_checkpoint_tta(tiny_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    payload = load_checkpoint(tiny_checkpoint)
+    payload["config"]["train"]["eval_tta"] = True
+    ckpt = save_checkpoint(payload, tmp_path / "tta.pt")
+    dynamic = export_onnx(ckpt, tmp_path / "tta_dynamic.onnx", size=64, dynamic=True)
+    assert OnnxSegmenter(dynamic, threads=1).tta is True
+    assert OnnxSegmenter(dynamic, threads=1, tta=False).tta is False
+    fixed = export_onnx(ckpt, tmp_path / "tta_fixed.onnx", size=64)
+    with pytest.warns(UserWarning, match="without TTA"):
+        assert OnnxSegmenter(fixed, threads=1).tta is False

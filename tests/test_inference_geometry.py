@@ -10,7 +10,7 @@ import pytest
 import torch
 from _tiny_checkpoint import BrightnessNet, save_tiny_checkpoint
 
-from rabusseg.checkpoint import inference_geometry, load_checkpoint, save_checkpoint
+from rabusseg.checkpoint import inference_geometry, inference_tta, load_checkpoint, save_checkpoint
 from rabusseg.data.transforms import eval_input
 from rabusseg.errors import CheckpointError
 from rabusseg.inference.segmenter import BaseSegmenter, Segmenter
@@ -58,6 +58,53 @@ def test_segmenter_and_cli_default_to_the_checkpoint_size(tmp_path: Path, capsys
         main(["evaluate", str(ckpt), str(data), "--out", str(tmp_path / "ev2"), "--size", "48", "--resize", "square"])
     context = json.loads((tmp_path / "ev2" / "summary.json").read_text())["context"]
     assert (context["size"], context["resize"]) == (48, "square")
+
+
+def _with_tta(path: Path, tta: bool | None) -> Path:
+    """A tiny checkpoint whose run evaluated with TTA on / off (None: key absent, as before)."""
+    save_tiny_checkpoint(path)
+    payload = load_checkpoint(path)
+    payload["config"]["train"].pop("eval_tta", None)
+    if tta is not None:
+        payload["config"]["train"]["eval_tta"] = tta
+    return save_checkpoint(payload, path)
+
+
+def test_tta_comes_from_the_checkpoint_unless_given(tmp_path: Path) -> None:
+    on, off, old = (load_checkpoint(_with_tta(tmp_path / f"{name}.pt", tta))
+                    for name, tta in (("on", True), ("off", False), ("old", None)))  # fmt: skip
+    assert (inference_tta(on), inference_tta(off), inference_tta(old)) == (True, False, False)
+    assert (inference_tta(on, False), inference_tta(old, True)) == (False, True)
+    with pytest.raises(CheckpointError, match="tta"):
+        inference_tta(on, "yes")
+    assert Segmenter.from_checkpoint(tmp_path / "on.pt").tta is True
+    assert Segmenter.from_checkpoint(tmp_path / "on.pt", tta=False).tta is False
+    assert Segmenter.from_checkpoint(tmp_path / "old.pt").tta is False
+
+
+def test_cli_evaluate_and_predict_follow_the_checkpoint_tta(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from rabusseg.cli import main
+    from rabusseg.data.phantoms import synthesize_dataset
+
+    ckpt = _with_tta(tmp_path / "tta.pt", True)
+    data = tmp_path / "ds"
+    synthesize_dataset(data, n=4, seed=0, size=(64, 96), test_fraction=0.5)
+    for flags, expected in (([], True), (["--no-tta"], False)):
+        out = tmp_path / f"ev{len(flags)}"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["evaluate", str(ckpt), str(data), "--out", str(out), *flags])
+        assert exit_info.value.code == 0
+        assert json.loads((out / "summary.json").read_text())["context"]["tta"] is expected
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 52), dtype=np.uint8)).save(image)
+    for flags, variance in (([], True), (["--no-tta"], False)):
+        out = tmp_path / f"pred{len(flags)}"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", str(ckpt), str(image), "--out", str(out), "--uncertainty", *flags])
+        assert exit_info.value.code == 0
+        assert (out / "scan_variance.png").is_file() is variance  # the TTA variance map exists only with TTA
 
 
 def test_eval_input_keeps_the_aspect_and_pads_with_zeros() -> None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from rabusseg.cli.app import app, data_app, prepare_app  # noqa: F401
-from rabusseg.cli.predict import RESIZE_HELP, SIZE_HELP, inference_size_arg, resize_arg, weights_arg
+from rabusseg.cli.predict import RESIZE_HELP, SIZE_HELP, TTA_HELP, inference_size_arg, resize_arg, tta_arg, weights_arg
 
 
 def _summary_table(summary: dict[str, Any], title: str, unit: str) -> Any:
@@ -43,7 +43,7 @@ def evaluate(
     data_dir: Annotated[str, typer.Argument(help="Dataset folder, or its name inside $RABUSSEG_DATASETS.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for per_image.csv, summary.json, report.html.")],
     split: Annotated[str, typer.Option("--split", help="Split list under splits/ (without .txt).")] = "test",
-    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: flips and scales.")] = False,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help=TTA_HELP, show_default=False)] = None,
     size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
     resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     full_size: Annotated[bool, typer.Option("--full-size", help="Evaluate the full image (same as --size 0).")] = False,
@@ -58,8 +58,8 @@ def evaluate(
     from rabusseg.evaluation.runner import evaluate_checkpoint
 
     inference_size = None if full_size else inference_size_arg(size)
-    summary = evaluate_checkpoint(checkpoint, data_dir, split, out, tta=tta, size=inference_size, device=device,
-                                  overwrite=overwrite, batch_size=batch_size, weights=weights_arg(weights),
+    summary = evaluate_checkpoint(checkpoint, data_dir, split, out, tta=tta_arg(tta), size=inference_size,
+                                  device=device, overwrite=overwrite, batch_size=batch_size, weights=weights_arg(weights),
                                   resize=resize_arg(resize))  # fmt: skip
     console = Console()
     console.print(_summary_table(summary, f"{split}: {summary['n_images']} images", "px"))

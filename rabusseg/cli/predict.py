@@ -37,6 +37,17 @@ def resize_arg(resize: str | None) -> str:
     return resize
 
 
+TTA_HELP = ("Test-time augmentation (horizontal flip x scales 0.75, 1, 1.25): on or off; "
+            "default: what the checkpoint's run evaluated with (train.eval_tta).")
+
+
+def tta_arg(tta: bool | None) -> bool | str:
+    """``--tta/--no-tta``: absent -> the checkpoint's own choice."""
+    from rabusseg.checkpoint import FROM_CHECKPOINT
+
+    return FROM_CHECKPOINT if tta is None else tta
+
+
 def weights_arg(weights: str) -> str:
     if weights not in ("auto", "student", "teacher"):
         raise RabussegError(f"--weights must be auto, student or teacher, got '{weights}'")
@@ -44,7 +55,7 @@ def weights_arg(weights: str) -> str:
 
 
 def _engine(checkpoint: Path, engine: str, *, device: str, weights: str, size: int | None, resize: str | None,
-            tta: bool) -> Any:  # fmt: skip
+            tta: bool | str) -> Any:  # fmt: skip
     weights, inference_size, mode = weights_arg(weights), inference_size_arg(size), resize_arg(resize)
     if engine == "torch":
         from rabusseg.inference.segmenter import Segmenter
@@ -68,7 +79,7 @@ def predict(
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the image with the lesion contour.")] = False,
     probs: Annotated[bool, typer.Option("--probs", help="Also write the lesion probability map (8-bit PNG).")] = False,
     uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write the entropy map (and the TTA variance with --tta).")] = False,
-    tta: Annotated[bool, typer.Option("--tta", help="Test-time augmentation: horizontal flip x scales 0.75, 1, 1.25.")] = False,
+    tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help=TTA_HELP, show_default=False)] = None,
     size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
     resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 4,
@@ -82,9 +93,9 @@ def predict(
 
     from rabusseg.inference.predict import predict_inputs
 
-    segmenter = _engine(checkpoint, engine, device=device, weights=weights, size=size, resize=resize, tta=tta)
+    segmenter = _engine(checkpoint, engine, device=device, weights=weights, size=size, resize=resize, tta=tta_arg(tta))
     summary = predict_inputs(segmenter, inputs, out, overlay=overlay, probs=probs, uncertainty=uncertainty,
-                             tta=tta, overwrite=overwrite, batch_size=batch_size)
+                             tta=segmenter.tta, overwrite=overwrite, batch_size=batch_size)
     console, errors = Console(), Console(stderr=True)
     for failure in summary.failures:
         errors.print(f"[bold red]skipped[/] {failure.path}: {failure.reason}", highlight=False, soft_wrap=True)

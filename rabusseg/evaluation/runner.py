@@ -110,7 +110,7 @@ def evaluate_checkpoint(
     split: str,
     out_dir: str | os.PathLike[str],
     *,
-    tta: bool = False,
+    tta: bool | str = FROM_CHECKPOINT,
     size: int | None | str = FROM_CHECKPOINT,
     device: str = "cpu",
     overwrite: bool = False,
@@ -123,9 +123,10 @@ def evaluate_checkpoint(
 ) -> Summary:
     """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary.
 
-    ``size``/``resize`` default to the checkpoint's own (:func:`~rabusseg.checkpoint.inference_geometry`).
+    ``size``/``resize``/``tta`` default to the checkpoint's own (:func:`~rabusseg.checkpoint.inference_geometry`,
+    :func:`~rabusseg.checkpoint.inference_tta`).
     """
-    from rabusseg.checkpoint import inference_geometry, load_checkpoint, model_from_checkpoint
+    from rabusseg.checkpoint import inference_geometry, inference_tta, load_checkpoint, model_from_checkpoint
     from rabusseg.data.folder import DatasetFolder
     from rabusseg.devices import resolve_device
     from rabusseg.evaluation.aggregate import summarize
@@ -139,6 +140,7 @@ def evaluate_checkpoint(
     ids = folder.split(split)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     size, resize = inference_geometry(payload, size, resize)
+    tta = inference_tta(payload, tta)
     model = model_from_checkpoint(payload, weights, source=checkpoint)
     gallery = GalleryCases()
     rows = evaluate_model(model, folder, ids, size=size, device=resolve_device(device), tta=tta,

@@ -24,7 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.checkpoint import (
+    FROM_CHECKPOINT,
+    inference_geometry,
+    inference_tta,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from rabusseg.constants import DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import CheckpointError, RabussegError, refuse_existing
 from rabusseg.inference.segmenter import BaseSegmenter
@@ -71,7 +77,8 @@ def export_onnx(checkpoint: str | os.PathLike[str], out_path: str | os.PathLike[
     meta = {"producer": "rabusseg", "checkpoint": Path(checkpoint).name, "output": "logits at input size",
             "num_classes": str(payload["config"].get("model", {}).get("num_classes", 2)),
             "size": "dynamic" if dynamic else str(size),
-            "eval_size": "full" if eval_size is None else str(eval_size), "eval_resize": eval_resize}
+            "eval_size": "full" if eval_size is None else str(eval_size), "eval_resize": eval_resize,
+            "eval_tta": str(inference_tta(payload)).lower()}
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(out))
@@ -123,10 +130,13 @@ class OrtModule(nn.Module):
 class OnnxSegmenter(BaseSegmenter):
     """Same ``.predict`` / ``.predict_batch`` as :class:`~rabusseg.inference.segmenter.Segmenter`, on ORT."""
 
-    def __init__(self, path: str | os.PathLike[str], *, size: int | None | str = FROM_CHECKPOINT, tta: bool = False,
-                 threads: int | None = None, resize: str = FROM_CHECKPOINT, **kwargs: Any) -> None:  # fmt: skip
-        """``size``/``resize`` default to the checkpoint's evaluation settings, stored in the file's
-        metadata at export (files exported before that: the traced size, or 512, and ``square``)."""
+    def __init__(self, path: str | os.PathLike[str], *, size: int | None | str = FROM_CHECKPOINT,
+                 tta: bool | str = FROM_CHECKPOINT, threads: int | None = None, resize: str = FROM_CHECKPOINT,
+                 **kwargs: Any) -> None:  # fmt: skip
+        """``size``/``resize``/``tta`` default to the checkpoint's evaluation settings, stored in the
+        file's metadata at export (files exported before that: the traced size, or 512, ``square``
+        and no TTA).  A fixed-size file cannot run the multi-scale TTA its checkpoint asks for: it
+        runs without, and says so in a warning."""
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"ONNX model {path} does not exist")
@@ -139,6 +149,15 @@ class OnnxSegmenter(BaseSegmenter):
             size = self.fixed_size or (None if stored == "full" else int(stored) if stored else 512)
         if resize == FROM_CHECKPOINT:
             resize = meta.get("eval_resize", "square")
+        if tta == FROM_CHECKPOINT:
+            tta = meta.get("eval_tta") == "true"
+            if tta and self.fixed_size is not None:
+                warnings.warn(f"{path} was exported at a fixed size, so the multi-scale TTA of its checkpoint "
+                              "cannot run; predicting without TTA (export with --dynamic to keep it)",
+                              stacklevel=2)  # fmt: skip
+                tta = False
+        if not isinstance(tta, bool):
+            raise RabussegError(f"tta must be true, false or {FROM_CHECKPOINT!r}, got {tta!r}")
         if self.fixed_size is not None and size != self.fixed_size:
             raise RabussegError(f"{path} was exported for {self.fixed_size}x{self.fixed_size} inputs, not {size}; "
                                 f"use --size {self.fixed_size} or export again with --dynamic")

@@ -18,7 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from rabusseg.checkpoint import FROM_CHECKPOINT, inference_geometry, load_checkpoint, model_from_checkpoint
+from rabusseg.checkpoint import (
+    FROM_CHECKPOINT,
+    inference_geometry,
+    inference_tta,
+    load_checkpoint,
+    model_from_checkpoint,
+)
 from rabusseg.constants import DEFAULT_INFERENCE_SIZE, LESION_THRESHOLD
 from rabusseg.devices import resolve_device
 from rabusseg.errors import DataError
@@ -133,18 +139,21 @@ class Segmenter(BaseSegmenter):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu",
-                        weights: str = "auto", size: int | None | str = FROM_CHECKPOINT, tta: bool = False,
+                        weights: str = "auto", size: int | None | str = FROM_CHECKPOINT,
+                        tta: bool | str = FROM_CHECKPOINT,
                         resize: str = FROM_CHECKPOINT, **kwargs: object) -> Segmenter:  # fmt: skip
         """Rebuild the network from the checkpoint alone (its stored config) and load its weights.
 
         ``weights`` picks ``student``/``teacher``; ``auto`` uses the checkpoint's own choice.
-        ``size``/``resize`` default to what the run evaluated with (its ``data.eval_size``).
+        ``size``/``resize``/``tta`` default to what the run evaluated with (its ``data.eval_size``,
+        ``data.eval_resize`` and ``train.eval_tta``).
         """
         path = Path(path)
         payload = load_checkpoint(path, map_location="cpu")
         size, resize = inference_geometry(payload, size, resize)
         model = model_from_checkpoint(payload, weights, source=path)
-        return cls(model, device=device, size=size, tta=tta, source=str(path), resize=resize, **kwargs)
+        return cls(model, device=device, size=size, tta=inference_tta(payload, tta), source=str(path), resize=resize,
+                   **kwargs)  # fmt: skip
 
     def _probabilities(self, batch: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
         return predict_probabilities_with_variance(
