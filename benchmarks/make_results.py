@@ -201,6 +201,10 @@ def gpu_section(g: dict[str, Any] | None) -> tuple[list[str], list[str]]:
     return lines, [f"GPU run {n}: {r['status']}, test Dice (last) {fmt(r.get('test_last_dice'))}." for n, r in g["runs"].items()]
 
 
+MAX_PAIRED_AGAINST_FIRST = 4
+"""Above this many checkpoints a shift table shows means only: pairs against the first mean little."""
+
+
 def shift_section(results: Path) -> list[str]:
     """Every ``shift*.json``: mean Dice of each checkpoint under each image shift, paired against the first."""
     lines: list[str] = []
@@ -215,10 +219,23 @@ def shift_section(results: Path) -> list[str]:
                   f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
                   f"checkpoints: " + ", ".join(f"{k} = `{v}`" + (f" ({s['resize'][k]} resize)" if k in (s.get("resize") or {}) else "")
                                             for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
-        columns = ["shift", *names, *(f"{n}-{names[0]}" for n in names[1:])]
+        # Many checkpoints (seeds, variants) are compared pair by pair in pooled_*.json, not against the first.
+        paired = [f"{n}-{names[0]}" for n in names[1:]] if len(names) <= MAX_PAIRED_AGAINST_FIRST else []
+        columns = ["shift", *names, *paired]
         lines += [table(s["rows"], columns), ""]
         if path.with_suffix(".png").is_file():
             lines += [f"![Dice under image shifts]({repo_relative(path.with_suffix('.png'))})", ""]
+    pooled = []
+    for path in sorted(results.glob("pooled*.json")):
+        s = load(path)
+        if s and s.get("rows"):
+            sources = "; ".join(f"`{Path(k).name}`: " + ", ".join(v) for k, v in (s.get("sources") or {}).items())
+            pooled += [f"`{path.name}`, {s.get('label')} ({sources}):", "",
+                       table(s["rows"], ["shift", "images", "baseline", "variant", "difference", "pairs_better"]), ""]
+    if pooled:
+        lines += ["Pooled over checkpoint pairs (`python benchmarks/pool_shift.py`: each pair's per-image difference, "
+                  "averaged over the pairs that share an image list, 95% bootstrap interval over the images):", "",
+                  *pooled]  # fmt: skip
     if not lines:
         return []
     head = ["### Robustness to scanner-like image changes", "",

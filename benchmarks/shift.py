@@ -181,8 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH[@RESIZE]",
-                   help="a checkpoint to score, at its own inference settings or with @square / @longest; "
+    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH[@RESIZE][@tta][@WEIGHTS]",
+                   help="a checkpoint to score, at its own inference settings or with @square / @longest "
+                        "and/or @tta (flip and multi-scale test-time augmentation) and/or @student / @teacher; "
                         "the first is the reference of the paired differences")  # fmt: skip
     p.add_argument("--root", type=Path, required=True, help="dataset folder (images/, masks/)")
     p.add_argument("--ids", type=Path, required=True, help="file of image ids (a validation list)")
@@ -195,18 +196,27 @@ def main(argv: list[str] | None = None) -> int:
     from rabusseg.inference.segmenter import Segmenter
 
     checkpoints: dict[str, Path] = {}
-    resize: dict[str, dict[str, str]] = {}
+    options: dict[str, dict[str, Any]] = {}
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
-        head, at, mode = path.rpartition("@")
-        if at and mode in EVAL_RESIZE_MODES:
-            path, resize[name] = head, {"resize": mode}
+        options[name] = {}
+        while True:  # trailing @RESIZE and @tta, in any order
+            head, at, mode = path.rpartition("@")
+            if at and mode in EVAL_RESIZE_MODES:
+                path, options[name]["resize"] = head, mode
+            elif at and mode == "tta":
+                path, options[name]["tta"] = head, True
+            elif at and mode in ("student", "teacher"):
+                path, options[name]["weights"] = head, mode
+            else:
+                break
         if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH[@RESIZE] of an existing checkpoint file")
+            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH[@RESIZE][@tta][@WEIGHTS] of an existing "
+                             "checkpoint file")
         checkpoints[name] = Path(path)
     ids = read_ids(args.ids)
     load_start, t0 = load_average(), time.perf_counter()
-    segmenters = {name: Segmenter.from_checkpoint(path, **resize.get(name, {})) for name, path in checkpoints.items()}
+    segmenters = {name: Segmenter.from_checkpoint(path, **options[name]) for name, path in checkpoints.items()}
     dice = score(segmenters, args.root, ids, args.shifts, args.seed)
     names = list(checkpoints)
     ref = names[0]
@@ -229,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     print_table(f"Dice under image shifts ({len(ids)} images of {args.ids.name}; reference {ref})", rows, columns)
     write_json(args.output, {"command": command_line(), "environment": environment(), "ids": str(args.ids),
                              "checkpoints": {k: str(v) for k, v in checkpoints.items()},
-                             "resize": {name: seg.resize for name, seg in segmenters.items()}, "rows": rows,
+                             "resize": {name: seg.resize for name, seg in segmenters.items()},
+                             "tta": {name: seg.tta for name, seg in segmenters.items()},
+                             "weights": {name: options[name].get("weights", "auto") for name in names}, "rows": rows,
                              "mean_of_shifted": summary, "per_image": {"ids": ids, "dice": dice},
                              "load_average_start": load_start, "load_average_end": load_average(),
                              "wall_s": round(time.perf_counter() - t0, 1)})  # fmt: skip

@@ -304,3 +304,21 @@ def test_throughput_variants_and_verdicts_by_hand() -> None:
     # The target counts the preset only; the network option is reported beside it.
     assert verdict["speedup_on_over_off"] == pytest.approx(1.5) and verdict["met"] is False
     assert verdict["speedup_network_options"] == {"on_mobilenet_v2_320": pytest.approx(2.0)}
+
+
+def test_pool_shift_pools_pairs_per_image_list_by_hand(tmp_path: Path) -> None:
+    pool = load_script("pool_shift")
+    first = {"a": {"none": [1.0, 0.5]}, "b": {"none": [0.5, 0.5]}, "a2": {"none": [0.8, 0.6]}, "b2": {"none": [0.6, 0.6]}}
+    second = {"c": {"none": [0.2]}, "d": {"none": [0.4]}}
+    paths = []
+    for name, dice in (("one", first), ("two", second)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps({"per_image": {"ids": [], "dice": dice}}))
+    groups = [pool.read_pairs(paths[0], ["a=b", "a2=b2"]), pool.read_pairs(paths[1], ["c=d"])]
+    (row,) = pool.pooled_rows(groups)
+    # per image: file one (0.5 + 0.2) / 2 = 0.35 and 0; file two -0.2; mean 0.05
+    assert row["images"] == 3 and row["mean_diff"] == pytest.approx(0.05)
+    assert row["variant"] == pytest.approx(0.55) and row["baseline"] == pytest.approx(0.5)
+    assert row["pairs_better"] == "2 of 3" and row["ci95"][0] <= 0.05 <= row["ci95"][1]
+    with pytest.raises(SystemExit, match="missing"):
+        pool.read_pairs(paths[0], ["a=zz"])
