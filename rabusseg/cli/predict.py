@@ -78,7 +78,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Output folder for masks, maps and predictions.csv.")],
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the image with the lesion contour.")] = False,
     probs: Annotated[bool, typer.Option("--probs", help="Also write the lesion probability map (8-bit PNG).")] = False,
-    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write the entropy map (and the TTA variance with --tta).")] = False,
+    uncertainty: Annotated[bool, typer.Option("--uncertainty", help="Also write the entropy map (and the TTA variance when TTA runs).")] = False,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help=TTA_HELP, show_default=False)] = None,
     size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
     resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
