@@ -133,7 +133,7 @@ class MethodConfig(_Strict):
     num_landmarks: int = Field(64, ge=2)
     cra_similarity: Literal["dot", "cosine"] = "dot"
     """CRA's pixel-to-landmark logits: METHOD's raw dot product, or cosine / ``cra_temperature``
-    (every layer on one scale; docs/choices.md)."""
+    (every layer on one scale; measured 3 points worse on cpu_small, docs/choices.md)."""
     cra_temperature: float = Field(CRA_COSINE_TEMPERATURE, gt=0)
     """Temperature of ``cra_similarity: cosine`` (unused with ``dot``)."""
     landmark_affinity: Literal["auto", "full", "rows"] = "auto"
