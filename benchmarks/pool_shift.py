@@ -15,6 +15,7 @@ per-image Dice that ``shift.py`` stored.  Prints a table and writes ``--output``
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,6 @@ N_BOOT = 10_000
 
 def read_pairs(path: Path, specs: list[str]) -> tuple[dict[str, dict[str, list[float]]], list[tuple[str, str]]]:
     """The per-image Dice of a ``shift.py`` result and its ``VARIANT=BASELINE`` pairs, checked."""
-    import json
-
     try:
         dice = json.loads(path.read_text())["per_image"]["dice"]
     except (OSError, ValueError, KeyError) as err:

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
         options[name] = {}
-        while True:  # trailing @RESIZE and @tta, in any order
+        while True:  # trailing @RESIZE, @tta and @WEIGHTS, in any order
             head, at, mode = path.rpartition("@")
             if at and mode in EVAL_RESIZE_MODES:
                 path, options[name]["resize"] = head, mode

@@ -163,8 +163,13 @@ def inference_tta(payload: dict[str, Any], tta: bool | str = FROM_CHECKPOINT) ->
     ``predict`` and :class:`~rabusseg.inference.segmenter.Segmenter` follow the checkpoint unless
     told otherwise.  Checkpoints whose config does not say ran without it.
     """
+    return choose_tta(tta, bool(((payload.get("config") or {}).get("train") or {}).get("eval_tta", False)))
+
+
+def choose_tta(tta: bool | str, stored: bool) -> bool:
+    """``tta`` itself, or ``stored`` (what the model's run evaluated with) for ``FROM_CHECKPOINT``."""
     if tta == FROM_CHECKPOINT:
-        return bool(((payload.get("config") or {}).get("train") or {}).get("eval_tta", False))
+        return stored
     if not isinstance(tta, bool):
         raise CheckpointError(f"tta must be true, false or {FROM_CHECKPOINT!r}, got {tta!r}")
     return tta

@@ -26,6 +26,7 @@ from torch import nn
 
 from rabusseg.checkpoint import (
     FROM_CHECKPOINT,
+    choose_tta,
     inference_geometry,
     inference_tta,
     load_checkpoint,
@@ -149,15 +150,12 @@ class OnnxSegmenter(BaseSegmenter):
             size = self.fixed_size or (None if stored == "full" else int(stored) if stored else 512)
         if resize == FROM_CHECKPOINT:
             resize = meta.get("eval_resize", "square")
-        if tta == FROM_CHECKPOINT:
-            tta = meta.get("eval_tta") == "true"
-            if tta and self.fixed_size is not None:
-                warnings.warn(f"{path} was exported at a fixed size, so the multi-scale TTA of its checkpoint "
-                              "cannot run; predicting without TTA (export with --dynamic to keep it)",
-                              stacklevel=2)  # fmt: skip
-                tta = False
-        if not isinstance(tta, bool):
-            raise RabussegError(f"tta must be true, false or {FROM_CHECKPOINT!r}, got {tta!r}")
+        stored_tta = meta.get("eval_tta") == "true"
+        if tta == FROM_CHECKPOINT and stored_tta and self.fixed_size is not None:
+            warnings.warn(f"{path} was exported at a fixed size, so the multi-scale TTA of its checkpoint "
+                          "cannot run; predicting without TTA (export with --dynamic to keep it)", stacklevel=2)
+            stored_tta = False
+        tta = choose_tta(tta, stored_tta)
         if self.fixed_size is not None and size != self.fixed_size:
             raise RabussegError(f"{path} was exported for {self.fixed_size}x{self.fixed_size} inputs, not {size}; "
                                 f"use --size {self.fixed_size} or export again with --dynamic")

@@ -281,11 +281,9 @@ def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor, *,
             x = x.float()
             pixels = x if level == 3 else upsample_logits(x.detach(), (h, w))  # (B, C, h, w)
             anchors = _landmark_features(x, rows, cols, (h, w))  # (B, C, M)
-            if similarity == "cosine":
-                pixels, anchors = F.normalize(pixels, dim=1), F.normalize(anchors, dim=1)
+            if similarity == "cosine":  # the temperature goes on the M anchors, not the N x M logits
+                pixels, anchors = F.normalize(pixels, dim=1), F.normalize(anchors, dim=1) / temperature
             logits = torch.bmm(pixels.flatten(2).transpose(1, 2), anchors)  # (B, N, M)
-            if similarity == "cosine":
-                logits = logits / temperature
             log_probs.append(logits.log_softmax(dim=2))
         kls = [_kl_mean(log_probs[l + 1], log_probs[l]) for l in range(3)]
     return torch.stack(kls).mean()
