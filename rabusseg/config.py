@@ -23,6 +23,7 @@ EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "
                       "mobilenet_v2_320", "efficientnet_lite0"]
 MethodName = Literal["supervised", "mean_teacher", "fixmatch", "ra_busseg"]
 ImageStream = Literal["labeled", "unlabeled", "both"]
+CraSimilarity = Literal["dot", "cosine"]
 
 
 class _Strict(BaseModel):
@@ -131,7 +132,7 @@ class MethodConfig(_Strict):
     arp_images: ImageStream = "both"
     cra_images: ImageStream = "both"
     num_landmarks: int = Field(64, ge=2)
-    cra_similarity: Literal["dot", "cosine"] = "dot"
+    cra_similarity: CraSimilarity = "dot"
     """CRA's pixel-to-landmark logits: METHOD's raw dot product, or cosine / ``cra_temperature``
     (every layer on one scale; measured 3 points worse on cpu_small, docs/choices.md)."""
     cra_temperature: float = Field(CRA_COSINE_TEMPERATURE, gt=0)

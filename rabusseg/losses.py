@@ -8,12 +8,10 @@ device and "no valid pixel" is handled by clamping denominators, not by ``if`` o
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 
-from rabusseg.config import LossConfig
+from rabusseg.config import CraSimilarity, LossConfig
 from rabusseg.constants import CRA_COSINE_TEMPERATURE, IGNORE_INDEX
 from rabusseg.models.resize import upsample_logits
 
@@ -122,7 +120,7 @@ def cra_loss(
     num_landmarks: int,
     generator: torch.Generator,
     affinity: str = "rows",
-    similarity: Literal["dot", "cosine"] = "dot",
+    similarity: CraSimilarity = "dot",
     temperature: float = CRA_COSINE_TEMPERATURE,
 ) -> torch.Tensor:
     """CRA term: landmarks picked on ``proj``'s affinity from a labelled first pixel, then the KL

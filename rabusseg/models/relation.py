@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rabusseg.config import CraSimilarity
 from rabusseg.constants import CRA_COSINE_TEMPERATURE, IGNORE_INDEX
 from rabusseg.models.autocast import no_autocast
 from rabusseg.models.resize import upsample_logits
@@ -246,9 +247,6 @@ def _kl_mean(log_p: Tensor, log_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - log_q)).mean()
 
 
-CraSimilarity = Literal["dot", "cosine"]
-
-
 def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor, *, similarity: CraSimilarity = "dot",
                                temperature: float = CRA_COSINE_TEMPERATURE) -> Tensor:  # fmt: skip
     """CRA loss (METHOD section 2, steps 3 to 5): features [x1, x2, x3, x4], landmarks (B, M) on x4's grid.
@@ -268,8 +266,8 @@ def cross_layer_alignment_loss(features: Sequence[Tensor], landmarks: Tensor, *,
     """
     if len(features) != 4:
         raise ValueError(f"features must be the four maps [x1, x2, x3, x4], got {len(features)}")
-    if similarity not in ("dot", "cosine"):
-        raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+    if similarity not in get_args(CraSimilarity):
+        raise ValueError(f"similarity must be one of {get_args(CraSimilarity)}, got {similarity!r}")
     x4 = features[3]
     b, _, h, w = x4.shape
     if landmarks.dim() != 2 or landmarks.shape[0] != b:
