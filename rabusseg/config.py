@@ -108,11 +108,14 @@ class OptimConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """Loss terms and their weights: L_sup + w_u L_unsup + w_arp L_arp + w_cra L_cra."""
+    """Loss terms and their weights: L_sup + w_d L_dice + w_u L_unsup + w_arp L_arp + w_cra L_cra."""
 
     ohem: bool = True
     ohem_threshold: float = Field(0.7, gt=0, le=1)
     ohem_min_kept: int = Field(100_000, ge=0)
+    dice_weight: float = Field(0.0, ge=0)
+    """Weight of a soft Dice term on the labelled images beside the supervised cross-entropy
+    (nnU-Net's CE + Dice); 0 = METHOD's loss alone.  [choice] (docs/choices.md)."""
     unsup_weight: float = Field(1.0, ge=0)
     unsup_rampup_epochs: int = Field(0, ge=0)
     """Ramp the unsupervised weight up over this many epochs after warm-up (sigmoid shape); 0 = none."""

@@ -71,6 +71,27 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     return (nll * valid_f).sum() / valid_f.sum().clamp(min=1.0)
 
 
+def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor, *, smooth: float = 1.0,
+                   ignore_index: int = IGNORE_INDEX) -> torch.Tensor:  # fmt: skip
+    """``1 - Dice`` of the softmax probabilities of the lesion classes (1..K-1) over the whole batch.
+
+    Why: cross-entropy weighs every pixel alike, so a small lesion contributes little; the Dice
+    term weighs the lesion against its own size, as the metric does.  One ratio over the batch
+    (nnU-Net's batch Dice) rather than per image, so that a crop without lesion does not push its
+    image's probabilities to zero on its own.  Ignored pixels count in neither sum; the classes'
+    losses are averaged.  logits: (B, K, h, w) any resolution; labels: (B, H, W) int64.
+    """
+    logits = _to_label_size(logits, labels)
+    valid = (labels != ignore_index).unsqueeze(1)  # (B, 1, H, W)
+    probs = F.softmax(logits.float(), dim=1)[:, 1:] * valid
+    classes = torch.arange(1, logits.shape[1], device=labels.device).view(1, -1, 1, 1)
+    target = ((labels.unsqueeze(1) == classes) & valid).to(probs.dtype)  # (B, K-1, H, W)
+    dims = (0, 2, 3)
+    intersection = (probs * target).sum(dims)
+    denominator = probs.sum(dims) + target.sum(dims)
+    return (1.0 - (2.0 * intersection + smooth) / (denominator + smooth)).mean()
+
+
 def pseudo_label_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:

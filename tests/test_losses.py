@@ -13,6 +13,7 @@ from rabusseg.losses import (
     labels_to_grid,
     ohem_cross_entropy,
     pseudo_label_cross_entropy,
+    soft_dice_loss,
     weighted_pseudo_label_cross_entropy,
 )
 
@@ -61,6 +62,23 @@ def test_ohem_upsamples_logits_and_handles_all_ignored() -> None:
     assert loss.item() == 0.0
     loss.backward()
     assert torch.isfinite(logits.grad).all()
+
+
+def test_soft_dice_by_hand_and_without_the_ignored_pixel() -> None:
+    # Lesion probabilities 0.1, 0.4, 0.3 (the ignored fourth: 0.5); one lesion pixel (the third).
+    assert soft_dice_loss(_logits(), LABELS, smooth=0.0).item() == pytest.approx(1 - 2 * 0.3 / (0.8 + 1))
+    assert soft_dice_loss(_logits(), LABELS).item() == pytest.approx(1 - (2 * 0.3 + 1) / (0.8 + 1 + 1))
+
+
+def test_soft_dice_is_one_ratio_over_the_batch_and_rewards_the_lesion() -> None:
+    lesion = torch.tensor([[[0.8, 0.2]], [[0.3, 0.1]]])  # (2, 1, 2) lesion probabilities
+    logits = torch.stack([torch.zeros_like(lesion), torch.logit(lesion)], dim=1)  # softmax -> lesion
+    labels = torch.tensor([[[1, 0]], [[0, 0]]])  # the second image has no lesion
+    expected = 1 - 2 * 0.8 / (0.8 + 0.2 + 0.3 + 0.1 + 1)  # pooled sums, not a mean of two images
+    assert soft_dice_loss(logits, labels, smooth=0.0).item() == pytest.approx(expected, abs=1e-6)
+    logits = logits.clone().requires_grad_()
+    soft_dice_loss(logits, labels).backward()
+    assert logits.grad[0, 1, 0, 0] < 0 < logits.grad[1, 1, 0, 0]  # raise the lesion pixel, lower the rest
 
 
 def test_cross_entropy_ignores_255() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rabusseg.config import Config, MethodConfig
+from rabusseg.config import Config, LossConfig, MethodConfig
 from rabusseg.constants import IGNORE_INDEX
 from rabusseg.engine.terms import (
     UnlabeledTargets,
@@ -13,11 +13,18 @@ from rabusseg.engine.terms import (
     loss_weights,
     relation_terms,
     stream_slice,
+    supervised_terms,
     take_rows,
     unlabeled_targets,
     unsupervised_term,
 )
-from rabusseg.losses import labels_to_grid, pseudo_label_cross_entropy
+from rabusseg.losses import (
+    cross_entropy,
+    labels_to_grid,
+    ohem_cross_entropy,
+    pseudo_label_cross_entropy,
+    soft_dice_loss,
+)
 from rabusseg.models.outputs import SegmentationOutput
 from rabusseg.models.relation import cross_layer_alignment_loss, first_landmarks, select_landmarks_from_features
 
@@ -80,9 +87,21 @@ def test_stream_rows_and_loss_weights() -> None:
     assert stream_slice("labeled", 2, 3) == slice(0, 2) and stream_slice("unlabeled", 2, 3) == slice(2, 5)
     assert stream_slice("both", 2, 3) == slice(0, 5)
     cfg = Config.model_validate({"loss": {"unsup_weight": 2.0, "arp_weight": 0.25, "cra_weight": 0.1}})
-    assert loss_weights(cfg, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.25, "cra": 0.1}
+    assert loss_weights(cfg, ramp=0.5) == {"sup": 1.0, "dice": 0.0, "unsup": 1.0, "arp": 0.25, "cra": 0.1}
     ramped = cfg.model_copy(update={"loss": cfg.loss.model_copy(update={"relation_rampup": True})})
-    assert loss_weights(ramped, ramp=0.5) == {"sup": 1.0, "unsup": 1.0, "arp": 0.125, "cra": 0.05}
+    assert loss_weights(ramped, ramp=0.5) == {"sup": 1.0, "dice": 0.0, "unsup": 1.0, "arp": 0.125, "cra": 0.05}
+
+
+def test_supervised_terms_add_the_dice_term_only_when_weighted() -> None:
+    logits = torch.randn(2, 2, 4, 4)
+    labels = torch.randint(0, 2, (2, 8, 8))
+    plain = supervised_terms(logits, labels, LossConfig())
+    assert set(plain) == {"sup"}
+    assert torch.equal(plain["sup"], ohem_cross_entropy(logits, labels))
+    assert set(supervised_terms(logits, labels, LossConfig(ohem=False, dice_weight=1.0))) == {"sup", "dice"}
+    both = supervised_terms(logits, labels, LossConfig(ohem=False, dice_weight=1.0))
+    assert torch.equal(both["sup"], cross_entropy(logits, labels))
+    assert torch.equal(both["dice"], soft_dice_loss(logits, labels))
 
 
 def test_take_rows_keeps_a_whole_batch_and_its_channels_last_gradient() -> None:

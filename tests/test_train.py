@@ -33,11 +33,16 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ({"name": "ra_busseg", "cra": False, "strong_view": True}, {"sup", "unsup", "arp"}),
         ({"name": "ra_busseg", "arp": False, "cra_images": "unlabeled"}, {"sup", "unsup", "cra"}),
         ({"name": "ra_busseg", "separate_forward": True}, {"sup", "unsup", "arp", "cra"}),
+        ({"name": "supervised", "loss": {"dice_weight": 1.0}}, {"sup", "dice"}),
+        ({"name": "mean_teacher", "loss": {"dice_weight": 0.5}}, {"sup", "dice", "unsup"}),
     ],
-    ids=["supervised", "mean_teacher", "fixmatch", "ra_busseg", "arp_only_strong", "cra_only", "separate_forward"],
+    ids=["supervised", "mean_teacher", "fixmatch", "ra_busseg", "arp_only_strong", "cra_only", "separate_forward",
+         "supervised_dice", "mean_teacher_dice"],  # fmt: skip
 )
 def test_every_method_trains_with_finite_losses(tiny_data: Path, tmp_path: Path, method: dict, expected: set) -> None:
-    cfg = tiny_config(tiny_data, method=method, train={"max_steps": 2})
+    method = dict(method)
+    loss = method.pop("loss", {})
+    cfg = tiny_config(tiny_data, method=method, loss=loss, train={"max_steps": 2})
     result = train(cfg, tmp_path / "run")
     assert result.step == 2 and result.stopped_by_max_steps
     rows = read_metrics(tmp_path / "run")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -36,9 +35,15 @@ from rabusseg.engine.pseudo_labels import drop_fraction, pseudo_labels
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
 from rabusseg.engine.schedule import poly_lr, rampup
 from rabusseg.engine.state import TrainingRun, save_training_state
-from rabusseg.engine.terms import cutmix_targets, loss_weights, relation_terms, unlabeled_targets, unsupervised_term
+from rabusseg.engine.terms import (
+    cutmix_targets,
+    loss_weights,
+    relation_terms,
+    supervised_terms,
+    unlabeled_targets,
+    unsupervised_term,
+)
 from rabusseg.errors import RabussegError
-from rabusseg.losses import cross_entropy, ohem_cross_entropy
 from rabusseg.models.outputs import concat_outputs
 
 
@@ -163,8 +168,6 @@ def fit(run: TrainingRun, hooks: FitHooks | None = None) -> FitOutcome:
     student, teacher, model, optimizer = run.student, run.teacher, run.model, run.optimizer
     crop = (cfg.data.crop_size, cfg.data.crop_size)
     autocast, memory_format = run.precision.autocast, run.precision.memory_format
-    sup_loss = partial(ohem_cross_entropy, threshold=cfg.loss.ohem_threshold, min_kept=cfg.loss.ohem_min_kept) \
-        if cfg.loss.ohem else cross_entropy
     meter, stopped = LossMeter(), False
     epoch = run.step // spe
 
@@ -191,7 +194,7 @@ def fit(run: TrainingRun, hooks: FitHooks | None = None) -> FitOutcome:
                 # Warm-up (and the supervised baseline): labelled images only, L_sup only.
                 with autocast():
                     pred_x = model(img_x, relations=False).pred
-                    terms["sup"] = sup_loss(pred_x, mask_x)
+                    terms |= supervised_terms(pred_x, mask_x, cfg.loss)
                 n_images = img_x.shape[0]
             else:
                 img_u_w = batch_u["image"].to(dev, non_blocking=True).contiguous(memory_format=memory_format)
@@ -220,7 +223,7 @@ def fit(run: TrainingRun, hooks: FitHooks | None = None) -> FitOutcome:
                     else:
                         out = model(torch.cat((img_x, img_u_s)), relations=m.relations)
                     pred_x, pred_u_s = out.pred.split([n_x, n_u])
-                    terms["sup"] = sup_loss(pred_x, mask_x)
+                    terms |= supervised_terms(pred_x, mask_x, cfg.loss)
                     terms["unsup"], extra["keep_ratio"] = unsupervised_term(pred_u_s, targets)
                     labels = torch.cat((mask_x, targets.labels))  # GT on labelled, filtered pseudo-labels on unlabelled
                     terms |= relation_terms(out, labels, n_x, n_u, m, generator=generator, affinity=run.landmark_affinity)

@@ -18,11 +18,19 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from rabusseg.config import Config, MethodConfig
+from rabusseg.config import Config, LossConfig, MethodConfig
 from rabusseg.constants import IGNORE_INDEX
 from rabusseg.engine.augment import cutmix
 from rabusseg.engine.pseudo_labels import confidence_mask, entropy_filter, keep_ratio
-from rabusseg.losses import arp_loss, cra_loss, pseudo_label_cross_entropy, weighted_pseudo_label_cross_entropy
+from rabusseg.losses import (
+    arp_loss,
+    cra_loss,
+    cross_entropy,
+    ohem_cross_entropy,
+    pseudo_label_cross_entropy,
+    soft_dice_loss,
+    weighted_pseudo_label_cross_entropy,
+)
 from rabusseg.models.outputs import SegmentationOutput
 
 
@@ -63,6 +71,18 @@ def unsupervised_term(pred_u: torch.Tensor, targets: UnlabeledTargets) -> tuple[
     return pseudo_label_cross_entropy(pred_u, targets.labels), keep_ratio(targets.labels)
 
 
+def supervised_terms(pred_x: torch.Tensor, mask_x: torch.Tensor, loss: LossConfig) -> dict[str, torch.Tensor]:
+    """``L_sup`` on the labelled images (OHEM or plain cross-entropy) and, when ``loss.dice_weight``
+    is set, the soft Dice term beside it."""
+    if loss.ohem:
+        terms = {"sup": ohem_cross_entropy(pred_x, mask_x, threshold=loss.ohem_threshold, min_kept=loss.ohem_min_kept)}
+    else:
+        terms = {"sup": cross_entropy(pred_x, mask_x)}
+    if loss.dice_weight > 0:
+        terms["dice"] = soft_dice_loss(pred_x, mask_x)
+    return terms
+
+
 def stream_slice(which: str, n_x: int, n_u: int) -> slice:
     """Rows of a [labelled; unlabelled] batch that feed a relation term (``method.*_images``)."""
     return {"labeled": slice(0, n_x), "unlabeled": slice(n_x, n_x + n_u), "both": slice(0, n_x + n_u)}[which]
@@ -96,7 +116,7 @@ def relation_terms(out: SegmentationOutput, labels: torch.Tensor, n_x: int, n_u:
 
 
 def loss_weights(config: Config, ramp: float) -> dict[str, float]:
-    """``L = L_sup + w_u ramp L_unsup + w_arp L_arp + w_cra L_cra`` (METHOD section 2).
+    """``L = L_sup + w_d L_dice + w_u ramp L_unsup + w_arp L_arp + w_cra L_cra`` (METHOD section 2).
 
     With ``loss.relation_rampup`` the relation weights follow the same ramp as ``w_u``.
     """
@@ -104,6 +124,7 @@ def loss_weights(config: Config, ramp: float) -> dict[str, float]:
     relation_ramp = ramp if w.relation_rampup else 1.0
     return {
         "sup": 1.0,
+        "dice": w.dice_weight,
         "unsup": w.unsup_weight * ramp,
         "arp": w.arp_weight * relation_ramp,
         "cra": w.cra_weight * relation_ramp,
