@@ -149,6 +149,9 @@ class MethodConfig(_Strict):
     """Entropy filtering drops (100 - drop_percent) * (1 - epoch/epochs) percent of pixels."""
     filter_per_image: bool = False
     """Rank pixel entropies per image instead of over the whole unlabelled batch (U2PL: batch)."""
+    filter_per_class: bool = False
+    """Rank entropies within each pseudo-label class, so that the drop keeps the classes' shares
+    (a whole uncertain lesion is otherwise dropped first, docs/choices.md); METHOD: ``false``."""
     separate_forward: bool = False
     """Forward the labelled and the unlabelled (student) batch in two passes, so BatchNorm
     statistics are not mixed across the streams (UniMatch); ``false``: one pass on both."""

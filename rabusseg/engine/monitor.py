@@ -115,7 +115,7 @@ class PseudoLabelMonitor:
                         keep = confidence_mask(probs, m.fixmatch_threshold).bool()
                         filtered = torch.where(keep, pseudo, IGNORE_INDEX)
                     else:
-                        filtered = entropy_filter(probs, pseudo, drop, per_image=True)
+                        filtered = entropy_filter(probs, pseudo, drop, per_image=True, per_class=m.filter_per_class)
                     for k, v in pseudo_label_quality(pseudo, filtered, gt).items():
                         totals.setdefault(k, []).append(v)
                     _, own = _probabilities(student, x)

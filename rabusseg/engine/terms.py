@@ -50,7 +50,8 @@ def unlabeled_targets(probs: torch.Tensor, labels: torch.Tensor, valid: torch.Te
     labels = torch.where(valid, labels, IGNORE_INDEX)  # crop padding carries no label
     if method.confidence_filter:
         return UnlabeledTargets(labels, confidence_mask(probs, method.fixmatch_threshold))
-    return UnlabeledTargets(entropy_filter(probs, labels, drop, per_image=method.filter_per_image))
+    return UnlabeledTargets(entropy_filter(probs, labels, drop, per_image=method.filter_per_image,
+                                           per_class=method.filter_per_class))
 
 
 def cutmix_targets(targets: UnlabeledTargets, boxes: torch.Tensor) -> UnlabeledTargets:
