@@ -253,7 +253,8 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             vals = [r[metric] for r in runs if r[metric] is not None]
             row[metric], row[f"{metric}_seed_std"] = _mean(vals), _std(vals)
         pseudo = [r["pseudo"] for r in runs if r["pseudo"]]
-        for key in ("pl_dice", "student_dice", "kept_share", "kept_accuracy", "dropped_accuracy"):
+        for key in ("pl_dice", "student_dice", "kept_share", "kept_accuracy", "dropped_accuracy", "lesion_share",
+                    "kept_lesion_share"):
             vals = [p[key] for p in pseudo if isinstance(p.get(key), (int, float))]
             row[f"pseudo_{key}"] = _mean(vals)
         rows.append(row)

@@ -91,6 +91,36 @@ def test_entropy_filter_per_image_and_existing_ignore() -> None:
     assert (filtered[0, :2] == 255).all()
 
 
+def test_entropy_filter_per_class_keeps_the_uncertain_lesion() -> None:
+    """Ranked together, three of the five lesion pixels (less certain than most background) are
+    dropped; ranked per class, each class loses its own most uncertain 20%."""
+    lesion = torch.tensor([[[0.05, 0.10, 0.20, 0.30, 0.60, 0.70, 0.95, 0.99, 0.02, 0.5001]]])
+    lesion = torch.cat([lesion, torch.full((1, 1, 10), 0.001)], dim=1)  # a confident background row
+    probs = torch.stack([1 - lesion, lesion], dim=1)  # (1, 2, 2, 10)
+    labels = (lesion > 0.5).long()
+    together = entropy_filter(probs, labels, 0.2)  # 4 of 20 pixels, the least certain of all
+    assert (together == 255).nonzero()[:, 2].tolist() == [3, 4, 5, 9]
+    per_class = entropy_filter(probs, labels, 0.2, per_class=True)  # 3 of 15 background, 1 of 5 lesion
+    assert (per_class == 255).nonzero()[:, 2].tolist() == [1, 2, 3, 9]  # background 0.1, 0.2, 0.3; lesion 0.5001
+    assert (per_class == 1).sum() == 4 and (together == 1).sum() == 2  # lesion pixels that keep their label
+
+
+def test_entropy_filter_per_class_and_per_image_counts() -> None:
+    probs = _random_probs(b=2, h=8, w=8)
+    labels = probs.argmax(1)
+    labels[0, :2] = 255  # padding: neither counted nor dropped
+    filtered = entropy_filter(probs, labels, 0.25, per_image=True, per_class=True)
+    entropy = pixel_entropy(probs)
+    for b in range(2):
+        for c in range(probs.shape[1]):
+            members = labels[b] == c
+            dropped = members & (filtered[b] == 255)
+            assert int(dropped.sum()) == round(0.25 * int(members.sum()))
+            if dropped.any() and (members & ~dropped).any():
+                assert entropy[b][dropped].min() >= entropy[b][members & ~dropped].max()
+    assert (filtered[0, :2] == 255).all()
+
+
 def _top_k_by_sort(scores: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """The definition: the first k of a stable descending argsort."""
     order = scores.argsort(dim=1, descending=True, stable=True)

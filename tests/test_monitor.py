@@ -24,6 +24,10 @@ def test_quality_scores_by_hand() -> None:
     assert q["pl_precision"] == pytest.approx(3 / 4) and q["pl_recall"] == pytest.approx(3 / 4)
     assert q["kept_share"] == pytest.approx(6 / 8)
     assert q["kept_accuracy"] == pytest.approx(1.0) and q["dropped_accuracy"] == pytest.approx(0.0)
+    assert q["lesion_share"] == pytest.approx(4 / 8) and q["kept_lesion_share"] == pytest.approx(3 / 6)
+    lesion_dropped = torch.tensor([[[255, 255, 255, 0], [255, 0, 0, 0]]])  # every lesion pixel dropped
+    q = summarize_quality(pseudo_label_quality(pseudo, lesion_dropped, truth))
+    assert q["lesion_share"] == pytest.approx(4 / 8) and q["kept_lesion_share"] == 0.0
     empty = summarize_quality(pseudo_label_quality(torch.zeros(1, 2, 2, dtype=torch.long),
                                                    torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2)))  # fmt: skip
     assert empty["pl_dice"] == 1.0  # nothing to find, nothing found: the evaluation's rule
@@ -56,7 +60,8 @@ def test_the_monitor_leaves_training_exactly_as_it_was(tmp_path: Path) -> None:
     pseudo = [r for r in read_metrics(tmp_path / "run3", "eval") if r["split"] == "pseudo"]
     assert [r["epoch"] for r in pseudo] == [1, 2]  # after warm-up only
     for row in pseudo:
-        assert {"pl_dice", "pl_precision", "pl_recall", "kept_share", "kept_accuracy", "student_dice"} <= set(row)
+        assert {"pl_dice", "pl_precision", "pl_recall", "kept_share", "kept_accuracy", "student_dice", "lesion_share",
+                "kept_lesion_share"} <= set(row)
         assert 0.0 <= row["pl_dice"] <= 1.0 and 0.5 < row["kept_share"] <= 1.0
     assert not [r for r in read_metrics(tmp_path / "run0", "eval") if r["split"] == "pseudo"]
     val = [r for r in read_metrics(tmp_path / "run3", "eval") if r["split"] == "val"]

@@ -147,7 +147,9 @@ def _training_figures(records: list[dict[str, Any]], run_dir: Path) -> list[str]
                 "precision": _series(pseudo, "pl_precision"), "recall": _series(pseudo, "pl_recall")},
             "entropy / confidence filter": {
                 "kept share": _series(pseudo, "kept_share"), "accuracy of kept pixels": _series(pseudo, "kept_accuracy"),
-                "accuracy of dropped pixels": _series(pseudo, "dropped_accuracy")},
+                "accuracy of dropped pixels": _series(pseudo, "dropped_accuracy"),
+                "lesion share, all pixels": _series(pseudo, "lesion_share"),
+                "lesion share, kept pixels": _series(pseudo, "kept_lesion_share")},
         }  # fmt: skip
     out = []
     for name, panels in figures.items():

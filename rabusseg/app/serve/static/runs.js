@@ -27,7 +27,8 @@ function drawCurves(curves) {
   if (curves.pseudo.length) {
     box.appendChild(rb.lineChart("pseudo-labels (monitored unlabelled images)", {
       "pseudo-label Dice": points(curves.pseudo, "pl_dice"), "student Dice": points(curves.pseudo, "student_dice"),
-      "kept share": points(curves.pseudo, "kept_share"), "kept accuracy": points(curves.pseudo, "kept_accuracy")}));
+      "kept share": points(curves.pseudo, "kept_share"), "kept accuracy": points(curves.pseudo, "kept_accuracy"),
+      "lesion share of kept": points(curves.pseudo, "kept_lesion_share")}));
   }
 }
 
