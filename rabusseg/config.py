@@ -115,7 +115,7 @@ class LossConfig(_Strict):
     ohem_min_kept: int = Field(100_000, ge=0)
     dice_weight: float = Field(0.0, ge=0)
     """Weight of a soft Dice term on the labelled images beside the supervised cross-entropy
-    (nnU-Net's CE + Dice); 0 = METHOD's loss alone.  [choice] (docs/choices.md)."""
+    (nnU-Net's CE + Dice); 0 = METHOD's loss alone (measured, not adopted: docs/choices.md)."""
     unsup_weight: float = Field(1.0, ge=0)
     unsup_rampup_epochs: int = Field(0, ge=0)
     """Ramp the unsupervised weight up over this many epochs after warm-up (sigmoid shape); 0 = none."""
