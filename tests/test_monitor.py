@@ -9,7 +9,7 @@ import torch
 from _train_helpers import make_tiny_dataset, read_metrics, tiny_config
 
 from rabusseg.checkpoint import load_checkpoint
-from rabusseg.engine.monitor import monitor_ids, pseudo_label_quality, summarize_quality
+from rabusseg.engine.monitor import QUALITY_METRICS, monitor_ids, pseudo_label_quality, summarize_quality
 from rabusseg.engine.trainer import train
 
 
@@ -25,6 +25,8 @@ def test_quality_scores_by_hand() -> None:
     assert q["kept_share"] == pytest.approx(6 / 8)
     assert q["kept_accuracy"] == pytest.approx(1.0) and q["dropped_accuracy"] == pytest.approx(0.0)
     assert q["lesion_share"] == pytest.approx(4 / 8) and q["kept_lesion_share"] == pytest.approx(3 / 6)
+    assert set(summarize_quality(pseudo_label_quality(pseudo, filtered, truth),
+                                 pseudo_label_quality(pseudo, pseudo, truth))) == set(QUALITY_METRICS)  # fmt: skip
     lesion_dropped = torch.tensor([[[255, 255, 255, 0], [255, 0, 0, 0]]])  # every lesion pixel dropped
     q = summarize_quality(pseudo_label_quality(pseudo, lesion_dropped, truth))
     assert q["lesion_share"] == pytest.approx(4 / 8) and q["kept_lesion_share"] == 0.0

@@ -32,6 +32,10 @@ from torch import nn
 from rabusseg.config import Config
 from rabusseg.engine.pseudo_labels import IGNORE_INDEX, confidence_mask, entropy_filter
 
+QUALITY_METRICS = ("pl_dice", "pl_precision", "pl_recall", "kept_share", "kept_accuracy", "dropped_accuracy",
+                   "lesion_share", "kept_lesion_share", "student_dice")
+"""What a ``pseudo`` line of ``metrics.jsonl`` holds (:func:`summarize_quality` with the student's sums)."""
+
 
 def monitor_ids(ids: Sequence[str], n: int, classes: Sequence[str] | None = None) -> list[str]:
     """``n`` ids spread evenly over the list sorted by (class, id): both classes come in, always the same ones."""

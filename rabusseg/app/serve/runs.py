@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from rabusseg.app.serve.security import NotFound, confined
+from rabusseg.engine.monitor import QUALITY_METRICS
 from rabusseg.evaluation.aggregate import metric_mean
 
 CURVE_KEYS = ("loss/total", "loss/sup", "loss/unsup", "loss/arp", "loss/cra", "lr", "keep_ratio")
 EVAL_KEYS = ("dice", "iou", "precision", "recall", "hd95", "student_dice", "teacher_dice")
-PSEUDO_KEYS = ("pl_dice", "pl_precision", "pl_recall", "kept_share", "kept_accuracy", "dropped_accuracy", "lesion_share",
-               "kept_lesion_share", "student_dice")
+PSEUDO_KEYS = QUALITY_METRICS
 SUMMARY_METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd95", "assd")
 
 
