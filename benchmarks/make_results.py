@@ -229,7 +229,8 @@ def shift_section(results: Path) -> list[str]:
     for path in sorted(results.glob("pooled*.json")):
         s = load(path)
         if s and s.get("rows"):
-            sources = "; ".join(f"`{Path(k).name}`: " + ", ".join(v) for k, v in (s.get("sources") or {}).items())
+            sources = "; ".join(" + ".join(f"`{Path(part).name}`" for part in k.split(",")) + ": " + ", ".join(v)
+                               for k, v in (s.get("sources") or {}).items())  # fmt: skip
             pooled += [f"`{path.name}`, {s.get('label')} ({sources}):", "",
                        table(s["rows"], ["shift", "images", "baseline", "variant", "difference", "pairs_better"]), ""]
     if pooled:

@@ -3,6 +3,7 @@
     python benchmarks/pool_shift.py --label "TTA - plain" --output benchmarks/results/pooled_tta.json \\
         --pairs benchmarks/results/shift_tta_val.json suptta_s0=sup_s0 suptta_s1=sup_s1 ... \\
         --pairs benchmarks/results/shift_tta_val_1_8.json r18-sup0_T=r18-sup0_S ...
+    python benchmarks/pool_shift.py ... --pairs NEW.json,benchmarks/results/shift_tta_val.json new_s0=sup_s0 ...
 
 Why: one seed cannot rank two recipes, and ``shift.py`` pairs every checkpoint against the first
 only.  Here each ``VARIANT=BASELINE`` pair is a per-image Dice difference; within one results file
@@ -28,12 +29,34 @@ from _common import command_line, print_table, write_json
 N_BOOT = 10_000
 
 
-def read_pairs(path: Path, specs: list[str]) -> tuple[dict[str, dict[str, list[float]]], list[tuple[str, str]]]:
-    """The per-image Dice of a ``shift.py`` result and its ``VARIANT=BASELINE`` pairs, checked."""
-    try:
-        dice = json.loads(path.read_text())["per_image"]["dice"]
-    except (OSError, ValueError, KeyError) as err:
-        raise SystemExit(f"{path}: not a shift.py result with per-image Dice ({err})") from err
+def read_dice(paths: list[Path]) -> dict[str, dict[str, list[float]]]:
+    """The per-image Dice of one or more ``shift.py`` results on the same image list, merged by name.
+
+    Several files let a new run pair with checkpoints scored in an earlier session (whose run
+    folders are gone) as long as both scored the same images in the same order.
+    """
+    merged: dict[str, dict[str, list[float]]] = {}
+    ids: list[str] | None = None
+    for path in paths:
+        try:
+            result = json.loads(path.read_text())["per_image"]
+            dice, file_ids = result["dice"], result["ids"]
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f"{path}: not a shift.py result with per-image Dice ({err})") from err
+        if ids is not None and file_ids != ids:
+            raise SystemExit(f"{path}: scores other images than {paths[0]}; only results on one image list merge")
+        ids = file_ids
+        clash = sorted(set(dice) & set(merged))
+        if clash:
+            raise SystemExit(f"{path}: checkpoint names {clash} are already in {paths[0]}; rename one of them")
+        merged.update(dice)
+    return merged
+
+
+def read_pairs(path: Path | str, specs: list[str]) -> tuple[dict[str, dict[str, list[float]]], list[tuple[str, str]]]:
+    """The per-image Dice of a ``shift.py`` result (``A.json,B.json``: several merged) and its pairs, checked."""
+    paths = [Path(part) for part in str(path).split(",")]
+    dice = read_dice(paths)
     pairs = []
     for spec in specs:
         variant, sep, baseline = spec.partition("=")
@@ -47,8 +70,10 @@ def read_pairs(path: Path, specs: list[str]) -> tuple[dict[str, dict[str, list[f
 
 def pooled_rows(groups: list[tuple[dict[str, dict[str, list[float]]], list[tuple[str, str]]]],
                 seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per shift present in every file: pooled means, mean difference, 95% CI, pairs better."""
-    shifts = [s for s in next(iter(groups[0][0].values())) if all(s in next(iter(d.values())) for d, _ in groups)]
+    """One row per shift every paired checkpoint was scored under: pooled means, mean difference, 95% CI,
+    pairs better."""
+    used = [dice[name] for dice, pairs in groups for pair in pairs for name in pair]
+    shifts = [s for s in used[0] if all(s in scores for scores in used)]
     rows = []
     for shift in shifts:
         per_image, variant_means, baseline_means, better = [], [], [], 0
@@ -73,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--pairs", nargs="+", action="append", required=True, metavar=("RESULT.json", "VARIANT=BASELINE"),
-                   help="a shift.py result and pairs of its checkpoint names (repeat for other image lists)")
+                   help="a shift.py result (A.json,B.json: results on the same images, merged) and pairs of its "
+                        "checkpoint names (repeat for other image lists)")
     p.add_argument("--label", required=True, help="what is compared, e.g. 'TTA - plain'")
     p.add_argument("--output", type=Path, required=True)
     args = p.parse_args(argv)

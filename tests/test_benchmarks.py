@@ -322,3 +322,20 @@ def test_pool_shift_pools_pairs_per_image_list_by_hand(tmp_path: Path) -> None:
     assert row["pairs_better"] == "2 of 3" and row["ci95"][0] <= 0.05 <= row["ci95"][1]
     with pytest.raises(SystemExit, match="missing"):
         pool.read_pairs(paths[0], ["a=zz"])
+
+
+def test_pool_shift_merges_results_of_one_image_list(tmp_path: Path) -> None:
+    pool = load_script("pool_shift")
+    files = {"old": ({"base": {"none": [0.5, 0.7]}}, ["x", "y"]),
+             "new": ({"long": {"none": [0.9, 0.6], "speckle": [0.1, 0.1]}}, ["x", "y"]),
+             "other": ({"long2": {"none": [0.9, 0.6]}}, ["y", "x"]),
+             "clash": ({"base": {"none": [0.1, 0.1]}}, ["x", "y"])}
+    for name, (dice, ids) in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps({"per_image": {"ids": ids, "dice": dice}}))
+    (row,) = pool.pooled_rows([pool.read_pairs(f"{tmp_path / 'new.json'},{tmp_path / 'old.json'}", ["long=base"])])
+    # per image 0.9 - 0.5 = 0.4 and 0.6 - 0.7 = -0.1: mean 0.15; "speckle" has no baseline, so no row
+    assert row["shift"] == "none" and row["images"] == 2 and row["mean_diff"] == pytest.approx(0.15) and row["pairs_better"] == "1 of 1"
+    with pytest.raises(SystemExit, match="other images"):
+        pool.read_pairs(f"{tmp_path / 'old.json'},{tmp_path / 'other.json'}", ["long2=base"])
+    with pytest.raises(SystemExit, match="already in"):
+        pool.read_pairs(f"{tmp_path / 'old.json'},{tmp_path / 'clash.json'}", ["base=base"])
