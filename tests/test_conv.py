@@ -152,6 +152,9 @@ def test_live_taps_path_under_cpu_autocast_matches_the_plain_convolution() -> No
         (out.float() * grad_out).sum().backward()
         assert xi.grad.is_contiguous(memory_format=torch.channels_last)
         grads.append((out.float(), xi.grad.float(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+    # bf16 rounds each sum to ~3 significant digits, and the weight gradient sums 200 products (its
+    # entries reach ~40), so the tolerance scales with each tensor's size: hosts without native
+    # bf16 emulate it with a different summation order.
     for fast, plain in zip(*grads, strict=True):
-        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(fast, plain, rtol=2e-2, atol=1e-2 * plain.abs().max().item())
     assert grads[0][2].dtype == torch.float32
