@@ -181,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH[@RESIZE][@tta][@WEIGHTS]",
+    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH[@RESIZE][@tta][@WEIGHTS][@sizeN]",
                    help="a checkpoint to score, at its own inference settings or with @square / @longest "
-                        "and/or @tta (flip and multi-scale test-time augmentation) and/or @student / @teacher; "
+                        "and/or @tta (flip and multi-scale test-time augmentation) and/or @student / @teacher "
+                        "and/or @sizeN (inference size N px instead of the checkpoint's data.eval_size); "
                         "the first is the reference of the paired differences")  # fmt: skip
     p.add_argument("--root", type=Path, required=True, help="dataset folder (images/, masks/)")
     p.add_argument("--ids", type=Path, required=True, help="file of image ids (a validation list)")
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.checkpoint:
         name, sep, path = item.partition("=")
         options[name] = {}
-        while True:  # trailing @RESIZE, @tta and @WEIGHTS, in any order
+        while True:  # trailing @RESIZE, @tta, @WEIGHTS and @sizeN, in any order
             head, at, mode = path.rpartition("@")
             if at and mode in EVAL_RESIZE_MODES:
                 path, options[name]["resize"] = head, mode
@@ -208,10 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                 path, options[name]["tta"] = head, True
             elif at and mode in ("student", "teacher"):
                 path, options[name]["weights"] = head, mode
+            elif at and mode.startswith("size") and mode[4:].isdigit() and int(mode[4:]) > 0:
+                path, options[name]["size"] = head, int(mode[4:])
             else:
                 break
         if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH[@RESIZE][@tta][@WEIGHTS] of an existing "
+            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH[@RESIZE][@tta][@WEIGHTS][@sizeN] of an existing "
                              "checkpoint file")
         checkpoints[name] = Path(path)
     ids = read_ids(args.ids)
@@ -240,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.output, {"command": command_line(), "environment": environment(), "ids": str(args.ids),
                              "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                              "resize": {name: seg.resize for name, seg in segmenters.items()},
+                             "size": {name: seg.size for name, seg in segmenters.items()},
                              "tta": {name: seg.tta for name, seg in segmenters.items()},
                              "weights": {name: options[name].get("weights", "auto") for name in names}, "rows": rows,
                              "mean_of_shifted": summary, "per_image": {"ids": ids, "dice": dice},

@@ -271,19 +271,22 @@ def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
     b = save_tiny_checkpoint(tmp_path / "b.pt", seed=1)
     out = tmp_path / "shift.json"
     argv = ["--root", str(root), "--ids", str(tmp_path / "ids.txt"), "--checkpoint", f"a={a}", "--checkpoint",
-            f"same={a}", "--checkpoint", f"b={b}@longest", "--shifts", "none", "zoom_out_25%", "--output", str(out)]  # fmt: skip
+            f"same={a}", "--checkpoint", f"b={b}@longest", "--checkpoint", f"big={a}@size96", "--shifts", "none",
+            "zoom_out_25%", "--output", str(out)]  # fmt: skip
     assert load_script("shift").main(argv) == 0
     result = json.loads(out.read_text())
     dice = result["per_image"]["dice"]
     assert len(dice["a"]["none"]) == 3 and dice["same"] == dice["a"]  # a checkpoint against itself: no difference
-    assert result["resize"] == {"a": "square", "same": "square", "b": "longest"}  # the checkpoint's, or @RESIZE
+    assert result["resize"] == {"a": "square", "same": "square", "b": "longest", "big": "square"}  # or @RESIZE
+    assert result["size"]["big"] == 96 and result["size"]["a"] == result["size"]["b"] != 96  # or @sizeN
+    assert dice["big"]["none"] != dice["a"]["none"]  # the same weights at another size score differently
     assert result["mean_of_shifted"]["same-a"] == {"mean": 0.0, "ci95": [0.0, 0.0]}
     rows = {r["shift"]: r for r in result["rows"]}
     assert rows["none"]["b"] == pytest.approx(np.mean(dice["b"]["none"]))
     assert set(rows) == {"none", "zoom_out_25%", "mean of shifted"}
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     section = load_script("make_results").render(tmp_path)  # the README's robustness table, from the JSON
-    assert "### Robustness to scanner-like image changes" in section and "| shift | a | same | b |" in section
+    assert "### Robustness to scanner-like image changes" in section and "| shift | a | same | b | big |" in section
     assert "| mean of shifted |" in section and "shift.png" in section
 
 
