@@ -205,6 +205,16 @@ MAX_PAIRED_AGAINST_FIRST = 4
 """Above this many checkpoints a shift table shows means only: pairs against the first mean little."""
 
 
+def inference_settings(result: dict[str, Any], name: str) -> str:
+    """`` (square resize, 224 px, TTA)``: what a shift result scored checkpoint ``name`` at, as far as it says.
+
+    Why: one checkpoint scored at two sizes or with and without TTA is two columns of one path.
+    """
+    resize, size, tta = ((result.get(key) or {}).get(name) for key in ("resize", "size", "tta"))
+    parts = ([f"{resize} resize"] if resize else []) + ([f"{size} px"] if size else []) + (["TTA"] if tta else [])
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def shift_section(results: Path) -> list[str]:
     """Every ``shift*.json``: mean Dice of each checkpoint under each image shift, paired against the first."""
     lines: list[str] = []
@@ -217,7 +227,7 @@ def shift_section(results: Path) -> list[str]:
         n_ids = len((s.get("per_image") or {}).get("ids") or [])
         lines += [f"`{path.name}` ({n_ids} validation images of `{repo_relative(Path(s['ids']))}`, {env.get('date', '?')}, "
                   f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
-                  f"checkpoints: " + ", ".join(f"{k} = `{v}`" + (f" ({s['resize'][k]} resize)" if k in (s.get("resize") or {}) else "")
+                  f"checkpoints: " + ", ".join(f"{k} = `{v}`{inference_settings(s, k)}"
                                             for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip
         # Many checkpoints (seeds, variants) are compared pair by pair in pooled_*.json, not against the first.
         paired = [f"{n}-{names[0]}" for n in names[1:]] if len(names) <= MAX_PAIRED_AGAINST_FIRST else []

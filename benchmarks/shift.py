@@ -177,11 +177,15 @@ def plot(rows: list[dict[str, Any]], names: list[str], path: Path, title: str) -
     return path
 
 
+CHECKPOINT_SYNTAX = "NAME=PATH[@RESIZE][@tta][@WEIGHTS][@sizeN]"
+"""How ``--checkpoint`` names a checkpoint and the inference settings to score it at."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--checkpoint", action="append", required=True, metavar="NAME=PATH[@RESIZE][@tta][@WEIGHTS][@sizeN]",
+    p.add_argument("--checkpoint", action="append", required=True, metavar=CHECKPOINT_SYNTAX,
                    help="a checkpoint to score, at its own inference settings or with @square / @longest "
                         "and/or @tta (flip and multi-scale test-time augmentation) and/or @student / @teacher "
                         "and/or @sizeN (inference size N px instead of the checkpoint's data.eval_size); "
@@ -214,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 break
         if not sep or not name or not Path(path).is_file():
-            raise SystemExit(f"--checkpoint {item!r}: expected NAME=PATH[@RESIZE][@tta][@WEIGHTS][@sizeN] of an existing "
-                             "checkpoint file")
+            raise SystemExit(f"--checkpoint {item!r}: expected {CHECKPOINT_SYNTAX} of an existing checkpoint file")
         checkpoints[name] = Path(path)
     ids = read_ids(args.ids)
     load_start, t0 = load_average(), time.perf_counter()

@@ -288,6 +288,7 @@ def test_shift_scores_checkpoints_paired(tmp_path: Path) -> None:
     section = load_script("make_results").render(tmp_path)  # the README's robustness table, from the JSON
     assert "### Robustness to scanner-like image changes" in section and "| shift | a | same | b | big |" in section
     assert "| mean of shifted |" in section and "shift.png" in section
+    assert f"big = `{a}` (square resize, 96 px)" in section  # the inference settings each column was scored at
 
 
 def test_throughput_variants_and_verdicts_by_hand() -> None:
