@@ -185,3 +185,45 @@ def test_global_average_pool_keeps_the_gradient_layout_of_its_input(channels_las
     (grad,) = torch.autograd.grad((pooled * torch.arange(10.0).view(2, 5, 1, 1)).sum(), x)
     torch.testing.assert_close(grad, torch.arange(10.0).view(2, 5, 1, 1).expand(2, 5, 3, 4) / 12)
     assert grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_separable_decoder_computes_depthwise_then_pointwise_at_a_fraction_of_the_multiply_adds() -> None:
+    """``model.decoder_separable``: each fusing 3x3 conv becomes depthwise 3x3 -> 1x1 -> BN -> ReLU."""
+    shape = dict(encoder="mobilenet_v2", output_stride=16, aspp_channels=64, decoder_channels=64,
+                 low_level_channels=48, proj_channels=64)  # fmt: skip
+    torch.manual_seed(0)
+    dense = build_model(ModelConfig(**shape)).eval()
+    torch.manual_seed(0)
+    separable = build_model(ModelConfig(**shape, decoder_separable=True)).eval()
+    block = separable.decoder.fuse[0]
+    depthwise, pointwise, bn = block[0], block[1], block[2]
+    assert (depthwise.groups, depthwise.in_channels, depthwise.kernel_size) == (112, 112, (3, 3))
+    assert (pointwise.in_channels, pointwise.out_channels, pointwise.kernel_size) == (112, 64, (1, 1))
+    x = torch.randn(2, 112, 9, 11)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        mid = F.conv2d(x, depthwise.weight, padding=1, groups=112)  # (2, 112, 9, 11)
+        expected = F.relu(F.batch_norm(F.conv2d(mid, pointwise.weight), bn.running_mean, bn.running_var,
+                                       bn.weight, bn.bias, eps=bn.eps))  # fmt: skip
+        torch.testing.assert_close(block(x), expected)
+
+    def fuse_multiply_adds(model: SegmentationModel) -> int:
+        total = 0
+
+        def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            nonlocal total
+            kh, kw = module.kernel_size
+            total += output.numel() * (module.in_channels // module.groups) * kh * kw
+
+        hooks = [m.register_forward_hook(count) for m in model.decoder.fuse.modules() if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            out = model(torch.randn(1, 3, 160, 160))
+        for h in hooks:
+            h.remove()
+        assert out.pred.shape == (1, 2, 40, 40)
+        return total
+
+    # dense: 40*40*64*(112+64)*9 = 162 M; separable: 40*40*(112+64)*(9+64) = 20.6 M, an eighth
+    assert fuse_multiply_adds(dense) == 40 * 40 * 64 * (112 + 64) * 9
+    assert fuse_multiply_adds(separable) == 40 * 40 * ((112 + 64) * 9 + 64 * (112 + 64))

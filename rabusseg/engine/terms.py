@@ -32,6 +32,7 @@ from rabusseg.losses import (
     weighted_pseudo_label_cross_entropy,
 )
 from rabusseg.models.outputs import SegmentationOutput
+from rabusseg.models.resize import upsample_logits
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ def unsupervised_term(pred_u: torch.Tensor, targets: UnlabeledTargets) -> tuple[
 
 def supervised_terms(pred_x: torch.Tensor, mask_x: torch.Tensor, loss: LossConfig) -> dict[str, torch.Tensor]:
     """``L_sup`` on the labelled images (OHEM or plain cross-entropy) and, when ``loss.dice_weight``
-    is set, the soft Dice term beside it."""
+    is set, the soft Dice term beside it.  The logits are resized to the masks once, for both."""
+    if loss.dice_weight > 0:
+        pred_x = upsample_logits(pred_x, mask_x.shape[-2:])  # (B, K, H, W); the losses' own resize is then a no-op
     if loss.ohem:
         terms = {"sup": ohem_cross_entropy(pred_x, mask_x, threshold=loss.ohem_threshold, min_kept=loss.ohem_min_kept)}
     else:

@@ -33,6 +33,7 @@ def build_model(cfg: ModelConfig) -> SegmentationModel:
         proj_channels=cfg.proj_channels,
         dropout=cfg.dropout,
         classifier_init_std=cfg.classifier_init_std,
+        decoder_separable=cfg.decoder_separable,
     )
     set_conv_rewrites(model, cfg.dilated_rewrites)
     return model

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from rabusseg.models.aspp import ASPP, conv_bn_relu
+from rabusseg.models.aspp import ASPP, conv_bn_relu, separable_conv_bn_relu
 from rabusseg.models.autocast import no_autocast
 from rabusseg.models.dropout import Dropout
 from rabusseg.models.encoders.base import Encoder
@@ -22,7 +22,11 @@ from rabusseg.models.resize import upsample_logits
 
 
 class Decoder(nn.Module):
-    """Fuse the ASPP output (upsampled to x1) with a 1x1 projection of x1, then classify."""
+    """Fuse the ASPP output (upsampled to x1) with a 1x1 projection of x1, then classify.
+
+    ``separable`` makes the two 3x3 fusing convolutions depthwise-separable: they run at x1's
+    resolution (H/4), where they are the network's largest dense convolutions.
+    """
 
     def __init__(
         self,
@@ -32,13 +36,15 @@ class Decoder(nn.Module):
         channels: int,
         num_classes: int,
         dropout: float,
+        separable: bool = False,
     ) -> None:
         super().__init__()
+        fuse_conv = separable_conv_bn_relu if separable else conv_bn_relu
         self.low_level = conv_bn_relu(low_level_in, low_level_channels, 1)
         self.fuse = nn.Sequential(
-            conv_bn_relu(aspp_channels + low_level_channels, channels, 3),
+            fuse_conv(aspp_channels + low_level_channels, channels, 3),
             Dropout(dropout),
-            conv_bn_relu(channels, channels, 3),
+            fuse_conv(channels, channels, 3),
             Dropout(dropout),
         )
         self.classifier = nn.Conv2d(channels, num_classes, 1)
@@ -72,6 +78,7 @@ class SegmentationModel(nn.Module):
         proj_channels: int = 256,
         dropout: float = 0.1,
         classifier_init_std: float = 0.01,
+        decoder_separable: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 2:
@@ -90,7 +97,8 @@ class SegmentationModel(nn.Module):
         self.encoder = encoder
         self.num_classes = num_classes
         self.aspp = ASPP(c4, aspp_channels, encoder.output_stride, dropout)
-        self.decoder = Decoder(aspp_channels, c1, low_level_channels, decoder_channels, num_classes, dropout)
+        self.decoder = Decoder(aspp_channels, c1, low_level_channels, decoder_channels, num_classes, dropout,
+                               decoder_separable)  # fmt: skip
         self.proj = nn.Sequential(conv_bn_relu(c4, proj_channels, 3), Dropout(dropout))
         self._init_head(classifier_init_std)
 
