@@ -24,7 +24,7 @@ def conv_bn_relu(cin: int, cout: int, kernel: int = 1, dilation: int = 1) -> nn.
 
 def separable_conv_bn_relu(cin: int, cout: int, kernel: int = 3) -> nn.Sequential:
     """Depthwise k x k -> pointwise 1x1 -> BN -> ReLU: a dense k x k conv's receptive field at
-    about 1/k^2 of its multiply-adds (the decoder of DeepLabv3+ with Xception, and of
+    1/k^2 + 1/cout of its multiply-adds (the decoder of DeepLabv3+ with Xception, and of
     segmentation_models_pytorch's DeepLabV3+)."""
     return nn.Sequential(
         conv2d(cin, cin, kernel, groups=cin),
