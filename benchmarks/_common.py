@@ -59,14 +59,17 @@ def load_average() -> list[float] | None:
 
 
 def environment(device: str = "cpu") -> dict[str, Any]:
-    """What the numbers were measured on, and when."""
+    """What the numbers were measured on, and when (native bf16 decides what ``train.amp`` runs on a CPU)."""
     import torch
+
+    from rabusseg.engine.precision import cpu_has_native_bf16
 
     cuda = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "cpu": cpu_model(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,
         "torch": torch.__version__,

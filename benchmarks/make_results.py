@@ -38,6 +38,8 @@ def hardware(env: dict[str, Any]) -> str:
     dev = env.get("cuda_device") or f"{env.get('cpu')} ({env.get('cpu_cores_usable', env.get('cpu_cores'))} cores)"
     load = f"load average {env.get('load_average_start')} -> {env.get('load_average_end')}" if env.get("load_average_start") else ""
     parts = [dev, f"torch {env.get('torch')}", f"{env.get('torch_threads')} threads"]
+    if env.get("cpu_native_bf16") is not None and not env.get("cuda_device"):
+        parts[0] += ", native bf16" if env["cpu_native_bf16"] else ", no native bf16 (float32 training)"
     if env.get("omp_wait_policy"):
         parts.append(f"OMP_WAIT_POLICY={env['omp_wait_policy']}")
     if env.get("cpu_cores_used_mean") is not None:

@@ -37,7 +37,8 @@ def test_speed_quick_writes_every_section(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert {"command", "environment", "settings", "targets", "training", "training_overhead", "inference",
             "inference_target", "memory", "wall_s"} <= data.keys()  # fmt: skip
-    assert {"cpu", "cpu_cores", "torch", "torch_threads", "date", "load_average_start"} <= data["environment"].keys()
+    assert {"cpu", "cpu_cores", "cpu_native_bf16", "torch", "torch_threads", "date",
+            "load_average_start"} <= data["environment"].keys()  # fmt: skip
     assert {r["method"] for r in data["training"]} == {"supervised", "mean_teacher", "ra_busseg"}
     assert all(r["step_ms"] > 0 and r["tflop_per_step"] > 0 for r in data["training"])
     overhead = data["training_overhead"][0]
@@ -344,3 +345,13 @@ def test_pool_shift_merges_results_of_one_image_list(tmp_path: Path) -> None:
         pool.read_pairs(f"{tmp_path / 'old.json'},{tmp_path / 'other.json'}", ["long2=base"])
     with pytest.raises(SystemExit, match="already in"):
         pool.read_pairs(f"{tmp_path / 'old.json'},{tmp_path / 'clash.json'}", ["base=base"])
+
+
+def test_hardware_line_says_whether_the_cpu_trained_in_bf16() -> None:
+    hardware = load_script("make_results").hardware
+    env = {"cpu": "AMD EPYC", "cpu_cores_usable": 2, "torch": "2.13.0+cpu", "torch_threads": 2, "date": "d"}
+    assert hardware(env).startswith("AMD EPYC (2 cores), torch")
+    no_bf16 = hardware({**env, "cpu_native_bf16": False})
+    assert no_bf16.startswith("AMD EPYC (2 cores), no native bf16 (float32 training), torch")
+    assert hardware({**env, "cpu_native_bf16": True}).startswith("AMD EPYC (2 cores), native bf16, torch")
+    assert "bf16" not in hardware({**env, "cpu_native_bf16": False, "cuda_device": "NVIDIA H200"})
