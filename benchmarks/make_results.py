@@ -227,7 +227,7 @@ def shift_section(results: Path) -> list[str]:
         names = list(s["checkpoints"])
         env = s.get("environment") or {}
         n_ids = len((s.get("per_image") or {}).get("ids") or [])
-        lines += [f"`{path.name}` ({n_ids} validation images of `{repo_relative(Path(s['ids']))}`, {env.get('date', '?')}, "
+        lines += [f"`{path.name}` ({n_ids} images of `{repo_relative(Path(s['ids']))}`, {env.get('date', '?')}, "
                   f"load {s.get('load_average_start')} -> {s.get('load_average_end')}, {s.get('wall_s')} s; "
                   f"checkpoints: " + ", ".join(f"{k} = `{v}`{inference_settings(s, k)}"
                                             for k, v in s["checkpoints"].items()) + "):", ""]  # fmt: skip

@@ -101,10 +101,15 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """SGD with poly decay per iteration (METHOD section 3)."""
+    """The optimiser (METHOD section 3: SGD) with poly decay per iteration."""
 
+    name: Literal["sgd", "adamw"] = "sgd"
+    """``sgd`` (METHOD's: momentum, L2 weight decay) or ``adamw`` (Adam with decoupled weight decay;
+    ``momentum`` is then Adam's beta1 and ``beta2`` its second-moment decay)."""
     lr: float = Field(0.003, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, gt=0, lt=1)
+    """AdamW's second-moment decay (unused by SGD)."""
     weight_decay: float = Field(5e-4, ge=0)
     poly_power: float = Field(0.9, ge=0)
     head_lr_multiplier: float = Field(1.0, gt=0)
@@ -235,6 +240,16 @@ class TrainConfig(_Strict):
     (validations during training run without it)."""
     eval_weights: Literal["student", "teacher"] = "student"
     """Which network the reported evaluation and inference use."""
+    precise_bn: bool | Literal["supervised"] = False
+    """At the end of the last epoch (before its validation and the test evaluation), re-estimate the
+    running statistics of every BatchNorm layer of the evaluated network (``eval_weights``) on the
+    training images at the inference geometry (``eval_size``, ``eval_resize``): the labelled list, plus
+    the unlabelled one for the semi-supervised methods; never validation or test images.
+    ``supervised``: only for the supervised method (+0.016 and +0.049 Dice for it on held-out images,
+    mixed for RA-BUSSeg).  [choice] (docs/choices.md)."""
+    precise_bn_images: int | None = Field(128, gt=0)
+    """At most this many of those images (a seeded random subset); ``None``: all of them.  32, 128 and
+    all 259 labelled BUSI images gave the same Dice within 0.006 (docs/choices.md); fewer cost less."""
 
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> TrainConfig:
@@ -257,9 +272,18 @@ class Config(_Strict):
     def _method_needs_data(self) -> Config:
         if self.method.name != "supervised" and not self.data.unlabeled:
             raise ValueError(f"data.unlabeled: method '{self.method.name}' needs an unlabelled split list")
+        if self.precise_bn_enabled and self.data.eval_size is None:
+            raise ValueError("train.precise_bn: needs a fixed inference size (data.eval_size), not whole images")
         if self.data.val is not None and self.data.test is not None and self.data.val == self.data.test:
             raise ValueError("data.val: the validation list must not be the test list (best.pt is chosen on it)")
         return self
+
+    @property
+    def precise_bn_enabled(self) -> bool:
+        """Whether this run re-estimates its BatchNorm statistics at the end (``train.precise_bn``
+        is ``true``, or ``supervised`` and the method is the supervised baseline)."""
+        setting = self.train.precise_bn
+        return setting is True or (setting == "supervised" and not self.method.semi_supervised)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (safe to store in a ``weights_only`` checkpoint or YAML)."""

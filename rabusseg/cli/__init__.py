@@ -13,6 +13,7 @@ import sys
 from rabusseg.cli import data as _data  # noqa: F401  (registers verbs)
 from rabusseg.cli import evaluate as _evaluate  # noqa: F401
 from rabusseg.cli import predict as _predict  # noqa: F401
+from rabusseg.cli import recalibrate as _recalibrate  # noqa: F401
 from rabusseg.cli import serve as _serve  # noqa: F401
 from rabusseg.cli import synth as _synth  # noqa: F401
 from rabusseg.cli import train as _train  # noqa: F401

@@ -31,6 +31,7 @@ from rabusseg.engine.augment import cutmix, cutmix_boxes
 from rabusseg.engine.distributed import DistInfo, barrier, broadcast_object
 from rabusseg.engine.ema import ema_decay, ema_update
 from rabusseg.engine.logger import LossMeter
+from rabusseg.engine.precise_bn import recalibrate_run
 from rabusseg.engine.pseudo_labels import drop_fraction, pseudo_labels
 from rabusseg.engine.run_dir import BEST_CHECKPOINT, LAST_CHECKPOINT
 from rabusseg.engine.schedule import poly_lr, rampup
@@ -264,6 +265,8 @@ def fit(run: TrainingRun, hooks: FitHooks | None = None) -> FitOutcome:
             waiting_since = time.perf_counter()
 
         if run.step % spe == 0:  # the epoch is complete
+            if cfg.precise_bn_enabled and epoch + 1 == cfg.train.epochs:
+                recalibrate_run(run)  # the final model's BatchNorm statistics, before its validation
             hooks.epoch_end(run, epoch, hooks)
             if run.step % cfg.train.checkpoint_every_steps == 0:
                 hooks.save(run, LAST_CHECKPOINT, epoch)

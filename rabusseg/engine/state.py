@@ -159,6 +159,9 @@ def restore_training_state(run: TrainingRun, payload: dict[str, Any], source: Pa
             f"cannot resume from {source}: it was written by {payload.get('world_size')} process(es), "
             f"this run has {run.info.world_size}; resume with the same --nproc_per_node"
         )
+    if "optimizer" not in payload:
+        raise CheckpointError(f"cannot resume from {source}: it holds no optimiser state (an inference copy, "
+                              "such as `rabusseg recalibrate` writes); resume from the run's own last.pt")
     run.student.load_state_dict(payload["student"])
     if run.teacher is not None and payload.get("teacher") is not None:
         run.teacher.load_state_dict(payload["teacher"])

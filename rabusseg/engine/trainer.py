@@ -118,12 +118,17 @@ def _build_networks(config: Config, info: DistInfo, precision: StepPrecision) ->
 
 
 def build_optimizer(config: Config, student: nn.Module) -> torch.optim.Optimizer:
-    """SGD with two groups (encoder, head) whose ``lr_scale`` the loop multiplies by the poly rate."""
+    """SGD or AdamW with two groups (encoder, head) whose ``lr_scale`` the loop multiplies by the poly rate."""
     o = config.optim
     groups = [
         {"params": [p for p in student.encoder_parameters() if p.requires_grad], "lr_scale": 1.0},
         {"params": [p for p in student.head_parameters() if p.requires_grad], "lr_scale": o.head_lr_multiplier},
     ]
+    if o.name == "adamw":
+        # foreach for the same reason as SGD below; Adam's state is created lazily per parameter,
+        # so the ARP projection joining after warm-up starts its own moments then.
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.momentum, o.beta2), weight_decay=o.weight_decay,
+                                 foreach=True)  # fmt: skip
     # foreach: one multi-tensor call per operation instead of ~600 small ones (torch picks it by
     # default on CUDA only; the same arithmetic, tests/test_optimizer.py).  Not fused=True: torch's fused
     # SGD fails when a parameter (the ARP projection) first gets a gradient after warm-up, once the
