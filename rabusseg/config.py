@@ -246,7 +246,7 @@ class TrainConfig(_Strict):
     training images at the inference geometry (``eval_size``, ``eval_resize``): the labelled list, plus
     the unlabelled one for the semi-supervised methods; never validation or test images.
     ``supervised``: only for the supervised method (+0.016 and +0.049 Dice for it on held-out images,
-    mixed for RA-BUSSeg).  [choice] (docs/choices.md)."""
+    none for RA-BUSSeg: -0.012 over four runs).  [choice] (docs/choices.md)."""
     precise_bn_images: int | None = Field(128, gt=0)
     """At most this many of those images (a seeded random subset); ``None``: all of them.  32, 128 and
     all 259 labelled BUSI images gave the same Dice within 0.006 (docs/choices.md); fewer cost less."""
