@@ -65,11 +65,13 @@ def eval_geometry_batches(folder: DatasetFolder, ids: Sequence[str], size: int, 
         yield torch.stack(tensors).to(device).contiguous(memory_format=memory_format)
 
 
-def recalibrate_network(model: nn.Module, folder: DatasetFolder, ids: Sequence[str], size: int | None,
-                        resize: str = "square", *, batch_size: int = DEFAULT_BATCH,
+def recalibrate_network(networks: nn.Module | Sequence[nn.Module], folder: DatasetFolder, ids: Sequence[str],
+                        size: int | None, resize: str = "square", *, batch_size: int = DEFAULT_BATCH,
                         memory_format: torch.memory_format = torch.contiguous_format,
                         device: torch.device | str = "cpu") -> int:  # fmt: skip
-    """Re-estimate ``model``'s BatchNorm statistics on ``ids`` at the inference geometry; the batch count.
+    """Re-estimate the BatchNorm statistics of one network, or of several in one pass over the images
+    (a student and its teacher: each image is decoded once), on ``ids`` at the inference geometry;
+    the batch count.  Each network's statistics are those it would get on its own.
 
     Needs a fixed inference ``size``: whole images differ in size and could only come one at a time.
     """
@@ -78,8 +80,9 @@ def recalibrate_network(model: nn.Module, folder: DatasetFolder, ids: Sequence[s
                         "be batched (give --size N, or data.eval_size)")
     if len(ids) < 2:
         raise DataError(f"{folder.root}: BatchNorm statistics need at least 2 images, got {len(ids)}")
+    group = nn.ModuleList([networks] if isinstance(networks, nn.Module) else networks)
     batches = eval_geometry_batches(folder, ids, size, resize, batch_size, memory_format, device)
-    return recalibrate_batchnorm(model, batches, forward=lambda net, x: net(x, relations=False))
+    return recalibrate_batchnorm(group, batches, forward=lambda nets, x: [net(x, relations=False) for net in nets])
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,10 @@ def recalibrate_checkpoint(checkpoint: str | os.PathLike[str], data_root: str | 
     inference_size, inference_resize = inference_geometry(payload, size, resize)
     networks = tuple(name for name in ("student", "teacher") if isinstance(payload.get(name), dict))
     new = {k: v for k, v in payload.items() if k not in ("format", "format_version", "optimizer")}
-    for name in networks:
-        model = model_from_checkpoint(payload, name, source).to(device)
-        recalibrate_network(model, folder, ids, inference_size, inference_resize, batch_size=batch_size, device=device)
+    models = {name: model_from_checkpoint(payload, name, source).to(device) for name in networks}
+    recalibrate_network(list(models.values()), folder, ids, inference_size, inference_resize,
+                        batch_size=batch_size, device=device)  # fmt: skip
+    for name, model in models.items():
         new[name] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     new["precise_bn"] = {"images": len(ids), "splits": list(splits), "data": str(folder.root)}
     save_checkpoint(new, target)

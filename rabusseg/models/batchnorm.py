@@ -31,6 +31,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
     not depend on the order of the batches beyond rounding.  The modes and momenta of the model
     are restored afterwards.  ``forward(model, batch)`` defaults to ``model(batch)``.
     """
+    call = forward or (lambda net, x: net(x))
     layers = batchnorm_layers(model)
     if not layers:
         return 0
@@ -46,7 +47,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor],
             m.train()
         with torch.no_grad():
             for batch in batches:
-                (forward or (lambda net, x: net(x)))(model, batch)
+                call(model, batch)
                 count += 1
         if count == 0:
             raise ValueError("recalibrate_batchnorm: no batches were given")
