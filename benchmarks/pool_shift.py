@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, print_table, write_json
 
 N_BOOT = 10_000
+SHIFTS_MEAN = "mean of shifted"
 
 
 def read_dice(paths: list[Path]) -> dict[str, dict[str, list[float]]]:
@@ -70,10 +71,17 @@ def read_pairs(path: Path | str, specs: list[str]) -> tuple[dict[str, dict[str, 
 
 def pooled_rows(groups: list[tuple[dict[str, dict[str, list[float]]], list[tuple[str, str]]]],
                 seed: int = 0) -> list[dict[str, Any]]:  # fmt: skip
-    """One row per shift every paired checkpoint was scored under: pooled means, mean difference, 95% CI,
-    pairs better."""
+    """One row per shift every paired checkpoint was scored under, and a ``mean of shifted`` row (each
+    image's mean over the shifted conditions, as ``shift.py`` reports it): pooled means, mean
+    difference, 95% CI, pairs better."""
     used = [dice[name] for dice, pairs in groups for pair in pairs for name in pair]
     shifts = [s for s in used[0] if all(s in scores for scores in used)]
+    shifted = [s for s in shifts if s != "none"]
+    if shifted:
+        groups = [({name: scores | {SHIFTS_MEAN: np.mean([scores[s] for s in shifted], axis=0).tolist()}
+                    for name, scores in dice.items() if all(s in scores for s in shifted)}, pairs)
+                  for dice, pairs in groups]  # fmt: skip
+        shifts = [*shifts, SHIFTS_MEAN]
     rows = []
     for shift in shifts:
         per_image, variant_means, baseline_means, better = [], [], [], 0

@@ -3,6 +3,7 @@
     python benchmarks/quality.py prepare                              # BUSI working copy + the 1/8 split (seed 0)
     python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0
     python benchmarks/quality.py run --method ra_busseg --ratio 1_8 --seed 0 --ablation no_cra
+    python benchmarks/quality.py run ... --hide-test                  # runs a choice rests on: test scored, not printed
     python benchmarks/quality.py plan                                 # every planned run, done or todo
     python benchmarks/quality.py table                                # results/quality.json + quality.png
 
@@ -128,7 +129,8 @@ def do_run(args: argparse.Namespace) -> Path:
                                     "ablation": args.ablation, "environment": env, "wall_s": round(wall, 1),
                                     "steps": result.step, "within_budget": wall <= RUN_LIMIT_S})  # fmt: skip
     last = result.summary.get("test_last") or {}
-    print(f"done in {wall / 60:.1f} min: test Dice (last) {last.get('dice', {}).get('mean')}", flush=True)
+    shown = "not shown (--hide-test)" if args.hide_test else last.get("dice", {}).get("mean")
+    print(f"done in {wall / 60:.1f} min: test Dice (last) {shown}", flush=True)
     return out
 
 
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> Any:
     p_run.add_argument("--set", dest="overrides", action="append", default=[], help="extra config override key=value")
     p_run.add_argument("--val", type=int, default=VAL_IMAGES, help="unlabelled images held out as the validation list")
     p_run.add_argument("--monitor", type=int, default=MONITOR_IMAGES, help="unlabelled images whose pseudo-labels are scored")
+    p_run.add_argument("--hide-test", action="store_true",
+                       help="score the test list for the table but do not print it (runs that feed a decision)")
     for p in (p_run, sub.add_parser("table", help="assemble results/quality.json"), sub.add_parser("plan", help="list the runs")):
         p.add_argument("--runs", type=Path, default=RUNS_DIR)
         p.add_argument("--preset", default=PRESET)

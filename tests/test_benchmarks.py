@@ -69,7 +69,7 @@ def _tiny_busi(root: Path) -> Path:
     return root
 
 
-def test_quality_run_and_table(tmp_path: Path) -> None:
+def test_quality_run_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     quality = load_script("quality")
     root, runs, out = _tiny_busi(tmp_path / "data"), tmp_path / "runs", tmp_path / "quality.json"
     tiny = ["model.encoder_weights=null", "model.aspp_channels=8", "model.decoder_channels=8", "model.low_level_channels=8",
@@ -78,9 +78,12 @@ def test_quality_run_and_table(tmp_path: Path) -> None:
             "model.classifier_init_std=1.0"]  # fmt: skip  (random foreground after a few steps: HD95 is defined)
     sets = [a for o in tiny for a in ("--set", o)]
     for method in ("supervised", "mean_teacher"):
+        hide = ["--hide-test"] if method == "mean_teacher" else []
         run_dir = quality.main(["run", "--method", method, "--ratio", "1_2", "--seed", "0", "--root", str(root),
-                                "--runs", str(runs), "--val", "2", "--monitor", "2", *sets])  # fmt: skip
+                                "--runs", str(runs), "--val", "2", "--monitor", "2", *hide, *sets])  # fmt: skip
         assert run_dir == runs / "1_2" / f"{method}_s0" and (run_dir / "checkpoints" / "best.pt").is_file()
+        shown = capsys.readouterr().out.splitlines()[-1].split("test Dice (last) ")[1]
+        assert shown == "not shown (--hide-test)" if hide else 0.0 <= float(shown) <= 1.0
     bench = json.loads((run_dir / "bench.json").read_text())
     assert bench["method"] == "mean_teacher" and bench["wall_s"] > 0 and "environment" in bench
     assert "train.monitor_unlabeled=2" in bench["overrides"]
@@ -327,6 +330,24 @@ def test_pool_shift_pools_pairs_per_image_list_by_hand(tmp_path: Path) -> None:
     assert row["pairs_better"] == "2 of 3" and row["ci95"][0] <= 0.05 <= row["ci95"][1]
     with pytest.raises(SystemExit, match="missing"):
         pool.read_pairs(paths[0], ["a=zz"])
+
+
+def test_pool_shift_pools_the_mean_of_the_shifted_conditions_by_hand(tmp_path: Path) -> None:
+    pool = load_script("pool_shift")
+    dice = {"a": {"none": [0.9, 0.9], "gain": [0.5, 0.1], "blur": [0.3, 0.5]},
+            "b": {"none": [0.8, 0.8], "gain": [0.4, 0.4], "blur": [0.2, 0.2]}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"per_image": {"ids": ["x", "y"], "dice": dice}}))
+    rows = {r["shift"]: r for r in pool.pooled_rows([pool.read_pairs(path, ["a=b"])])}
+    assert list(rows) == ["none", "gain", "blur", "mean of shifted"]
+    # per image, a's shifted mean is 0.4 and 0.3, b's 0.3 and 0.3: differences 0.1 and 0.0
+    shifted = rows["mean of shifted"]
+    assert shifted["mean_diff"] == pytest.approx(0.05) and shifted["variant"] == pytest.approx(0.35)
+    assert shifted["baseline"] == pytest.approx(0.3) and shifted["images"] == 2
+    only_none = tmp_path / "n.json"
+    plain = {"a": {"none": [1.0]}, "b": {"none": [0.0]}}
+    only_none.write_text(json.dumps({"per_image": {"ids": ["x"], "dice": plain}}))
+    assert [r["shift"] for r in pool.pooled_rows([pool.read_pairs(only_none, ["a=b"])])] == ["none"]
 
 
 def test_pool_shift_merges_results_of_one_image_list(tmp_path: Path) -> None:

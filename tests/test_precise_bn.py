@@ -118,6 +118,25 @@ def test_the_statistics_follow_the_inference_geometry(tmp_path) -> None:  # noqa
     assert not torch.allclose(a[first_var], b[first_var])
 
 
+def test_the_default_subset_is_the_one_the_run_would_have_drawn(tmp_path) -> None:  # noqa: ANN001
+    """``max_images`` draws with the checkpoint's ``train.seed`` unless told otherwise, as ``train.precise_bn``
+    does: a post-hoc copy of a seed-5 run equals an explicit ``seed=5`` and differs from ``seed=0``."""
+    from rabusseg.inference.recalibrate import recalibrate_checkpoint
+
+    root = make_tiny_dataset(tmp_path / "data")
+    source = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    payload = load_checkpoint(source)
+    payload["config"]["train"]["seed"] = 5
+    seeded = save_checkpoint(payload, tmp_path / "seed5.pt")
+    runs = {name: recalibrate_checkpoint(seeded, root, [], tmp_path / f"{name}.pt", max_images=4, size=48, seed=seed)
+            for name, seed in (("default", None), ("five", 5), ("zero", 0))}  # fmt: skip
+    stats = {name: load_checkpoint(r.path) for name, r in runs.items()}
+    assert stats["default"]["precise_bn"]["seed"] == 5
+    var = next(k for k in stats["five"]["student"] if k.endswith("running_var"))
+    assert torch.equal(stats["default"]["student"][var], stats["five"]["student"][var])
+    assert not torch.allclose(stats["default"]["student"][var], stats["zero"]["student"][var])
+
+
 def test_cli_verb_writes_the_copy(tmp_path) -> None:  # noqa: ANN001
     from typer.testing import CliRunner
 

@@ -29,6 +29,10 @@ def recalibrate(
     max_images: Annotated[
         int | None, typer.Option("--max-images", min=1, help="Use at most this many (seeded subset).")
     ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Seed of the --max-images subset; default: the run's train.seed, as training."),
+    ] = None,
     size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
     resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 or auto.")] = "cpu",
@@ -46,7 +50,7 @@ def recalibrate(
 
     result = recalibrate_checkpoint(checkpoint, data_dir, split or [], out, max_images=max_images,
                                     size=inference_size_arg(size), resize=resize_arg(resize),
-                                    device=str(resolve_device(device)), overwrite=overwrite)  # fmt: skip
+                                    device=str(resolve_device(device)), overwrite=overwrite, seed=seed)  # fmt: skip
     Console().print(
         f"re-estimated the BatchNorm statistics of the {' and '.join(result.networks)} on "
         f"{result.images} images at {result.size} px ({result.resize}) in {result.seconds:.1f} s; "

@@ -101,12 +101,14 @@ class RecalibrationResult:
 def recalibrate_checkpoint(checkpoint: str | os.PathLike[str], data_root: str | os.PathLike[str],
                            splits: Sequence[str], out: str | os.PathLike[str], *, max_images: int | None = None,
                            size: int | None | str = "checkpoint", resize: str = "checkpoint",
-                           batch_size: int = DEFAULT_BATCH, overwrite: bool = False,
+                           batch_size: int = DEFAULT_BATCH, overwrite: bool = False, seed: int | None = None,
                            device: str = "cpu") -> RecalibrationResult:  # fmt: skip
     """A copy of ``checkpoint`` whose networks' BatchNorm statistics come from the images of ``splits``.
 
     ``splits`` are list names under ``splits/`` or ``.txt`` paths (all images of the folder when empty); ``size`` and
-    ``resize`` default to the checkpoint's own inference geometry.  The learned weights are
+    ``resize`` default to the checkpoint's own inference geometry.  ``max_images`` keeps a subset drawn
+    with ``seed``, by default the run's ``train.seed`` (the subset ``train.precise_bn`` would have
+    used on the same list).  The learned weights are
     untouched; the optimiser state is dropped (the copy is for inference).  ``out`` must differ
     from ``checkpoint`` and is written atomically; an existing file needs ``overwrite``.
     """
@@ -118,7 +120,9 @@ def recalibrate_checkpoint(checkpoint: str | os.PathLike[str], data_root: str | 
     payload = load_checkpoint(source)
     folder = DatasetFolder(resolve_data_root(data_root))
     ids = [i for name in splits for i in folder.split(name)] if splits else list(folder.ids)
-    ids = choose_images(list(dict.fromkeys(ids)), max_images)
+    if seed is None:
+        seed = int(((payload.get("config") or {}).get("train") or {}).get("seed", 0))
+    ids = choose_images(list(dict.fromkeys(ids)), max_images, seed=seed)
     inference_size, inference_resize = inference_geometry(payload, size, resize)
     networks = tuple(name for name in ("student", "teacher") if isinstance(payload.get(name), dict))
     new = {k: v for k, v in payload.items() if k not in ("format", "format_version", "optimizer")}
@@ -127,7 +131,7 @@ def recalibrate_checkpoint(checkpoint: str | os.PathLike[str], data_root: str | 
                         batch_size=batch_size, device=device)  # fmt: skip
     for name, model in models.items():
         new[name] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    new["precise_bn"] = {"images": len(ids), "splits": list(splits), "data": str(folder.root)}
+    new["precise_bn"] = {"images": len(ids), "splits": list(splits), "data": str(folder.root), "seed": seed}
     save_checkpoint(new, target)
     return RecalibrationResult(target, len(ids), networks, inference_size, inference_resize,
                                time.perf_counter() - started)  # fmt: skip
