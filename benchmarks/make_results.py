@@ -3,7 +3,7 @@
     python benchmarks/make_results.py               # updates README.md between the results markers
     python benchmarks/make_results.py --print       # print the section only
 
-Reads ``benchmarks/results/{speed,throughput,quality,gpu_quality,shift*}.json`` (each optional) and renders the
+Reads ``benchmarks/results/{speed,throughput,quality*,gpu_quality,shift*,pooled*}.json`` (each optional) and renders the
 commands, hardware, dates and numbers, and states which targets were reached, which were
 missed and what was not run.  Only the text between ``<!-- results:start -->`` and
 ``<!-- results:end -->`` is replaced; the markers are appended to the README when missing.
@@ -88,18 +88,32 @@ def speed_section(s: dict[str, Any]) -> tuple[list[str], list[str]]:
     return lines, verdicts
 
 
-def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Per ratio: test metrics over seeds, the paired per-image differences, the targets and the diagnostics."""
-    lines = ["### Segmentation quality on CPU (BUSI, `cpu_small`)", ""]
+def quality_section(q: dict[str, Any], name: str = "quality.json") -> tuple[list[str], list[str]]:
+    """Per ratio: test metrics over seeds, the paired per-image differences, the targets and the diagnostics.
+
+    ``quality.json`` comes from run folders (``quality.py table``); other ``quality*.json`` from
+    checkpoints scored by ``shift.py`` (``quality_scored.py``), whose verdicts are labelled with the file.
+    """
+    lines = [f"### Segmentation quality on CPU (BUSI, `cpu_small`): `{name}`", ""]
     runs = q.get("runs", [])
     envs = [r["environment"] for r in runs if r.get("environment")]
     walls = [r["wall_s"] / 60 for r in runs if r.get("wall_s")]
-    lines += [(f"Assembled by `python benchmarks/quality.py table` on {q['environment']['date']} from {len(runs)} runs of "
-               "`python benchmarks/quality.py run --method M --ratio R --seed S`"
-               + (f" ({min(walls):.1f} to {max(walls):.1f} min each" if walls else "")
-               + (f"; {hardware(envs[0])})" if envs else ")") + ".  Test list: 129 images, read only to report; "
-               "every run holds 30 unlabelled images out as its validation list.  Last model, mean over seeds "
-               "(sd: over seeds)."), ""]  # fmt: skip
+    if q.get("source"):
+        n_checkpoints = sum(len(v) for v in (q.get("checkpoints") or {}).values())
+        n_test = ((q.get("rows") or [{}])[0]).get("n_images", "?")
+        lines += [("Assembled by `python benchmarks/quality_scored.py` from the per-image test Dice of "
+                   f"{n_checkpoints} checkpoints scored in `{q['source']}` ({hardware(q['environment'])}).  "
+                   f"Test list: {n_test} images, read only to report.  Last model, mean over seeds (sd: over "
+                   "seeds); Dice only."
+                   + (f"  {q['note']}." if q.get("note") else "")), ""]  # fmt: skip
+    else:
+        lines += [(f"Assembled by `python benchmarks/quality.py table` on {q['environment']['date']} from {len(runs)} "
+                   "runs of "
+                   "`python benchmarks/quality.py run --method M --ratio R --seed S`"
+                   + (f" ({min(walls):.1f} to {max(walls):.1f} min each" if walls else "")
+                   + (f"; {hardware(envs[0])})" if envs else ")") + ".  Test list: 129 images, read only to report; "
+                   "every run holds 30 unlabelled images out as its validation list.  Last model, mean over seeds "
+                   "(sd: over seeds)."), ""]  # fmt: skip
     verdicts: list[str] = []
     rows = q.get("rows") or []
     if not rows:
@@ -109,7 +123,8 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
               "Dice best val": r.get("dice_best"), "min/run": r.get("wall_min"),
               "pseudo-label Dice": r.get("pseudo_pl_dice"), "student Dice (unl.)": r.get("pseudo_student_dice")}
              for r in rows]  # fmt: skip
-    lines += [table(shown, list(shown[0])), ""]
+    columns = [c for c in shown[0] if any(r[c] is not None for r in shown)]  # scored checkpoints: Dice only
+    lines += [table(shown, columns), ""]
     pairs = q.get("pairs") or []
     if pairs:
         lines += [("Paired test Dice difference (each image's difference averaged over the seeds both methods "
@@ -127,6 +142,7 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
         state = "not measured yet" if v["met"] is None else (
             "reached" if v["met"] else "MISSED" if complete else "not established: fewer than 3 seeds")
         who = "Supervised floor" if v["target"].startswith("supervised") else "RA-BUSSeg"
+        who = f"{who} (`{name}`)"
         verdicts.append(f"{who} at {v['ratio'].replace('_', '/')}: target {v['target']}; "
                         f"measured {v['measured'] or '-'} ({state}).")  # fmt: skip
     slow = [r for r in runs if r.get("wall_s") and r["wall_s"] > q.get("protocol", {}).get("budget_s", 900)]
@@ -138,7 +154,7 @@ def quality_section(q: dict[str, Any]) -> tuple[list[str], list[str]]:
                         + "): they did not all train with one recipe.")  # fmt: skip
     missing = q.get("missing") or []
     if missing:
-        why = f" ({q['note']})" if q.get("note") else ""
+        why = f" ({q['note']})" if q.get("note") and not q.get("source") else ""
         lines += [f"Not run yet{why}: {len(missing)} of the planned runs:", "", "```bash",
                   *(m["command"] for m in missing), "```", ""]  # fmt: skip
         verdicts.append(f"Quality on CPU: {len(missing)} planned run(s) not run yet{why}; commands below.")
@@ -262,6 +278,8 @@ def shift_section(results: Path) -> list[str]:
 def render(results: Path) -> str:
     """The whole section as markdown (without the markers)."""
     speed, quality, gpu, throughput = (load(results / f"{n}.json") for n in ("speed", "quality", "gpu_quality", "throughput"))
+    scored = [(path.name, doc) for path in sorted(results.glob("quality?*.json"))
+              if (doc := load(path)) and doc.get("source")]  # fmt: skip
     lines = ["## Results", "",
              ("Generated by `python benchmarks/make_results.py` from `benchmarks/results/*.json`; do not edit by hand.  "
               "The machines are shared and noisy: compare ratios measured in one run, not absolute times across runs."), ""]  # fmt: skip
@@ -284,6 +302,10 @@ def render(results: Path) -> str:
         part, v = ["### Segmentation quality on CPU", "", "Not run: `python benchmarks/quality.py table`.", ""], ["Quality: not run."]
     body += part
     verdicts += v
+    for name, doc in scored:
+        part, v = quality_section(doc, name)
+        body += part
+        verdicts += v
     body += shift_section(results)
     part, v = gpu_section(gpu)
     body += part

@@ -281,12 +281,22 @@ def paired_difference(records: list[dict[str, Any]], ratio: str, variant: str, b
     if not ids:
         return None
     diffs = np.array([[scores[variant][j][i] - scores[baseline][j][i] for i in ids] for j in range(len(seeds))])  # (S, N)
+    return paired_statistics(ratio, variant, baseline, seeds, diffs, n_boot, seed)
+
+
+def paired_statistics(ratio: str, variant: str, baseline: str, seeds: list[int], diffs: Any,
+                      n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The pair's entry of the table from its per-image differences ``diffs`` (seeds x images)."""
+    import numpy as np
+
+    diffs = np.asarray(diffs, dtype=float)
     per_image_diff = diffs.mean(axis=0)  # (N,)
+    n_images = per_image_diff.shape[0]
     rng = np.random.default_rng(seed)
-    boots = per_image_diff[rng.integers(0, len(ids), (n_boot, len(ids)))].mean(axis=1)
+    boots = per_image_diff[rng.integers(0, n_images, (n_boot, n_images))].mean(axis=1)
     lo, hi = np.quantile(boots, [0.025, 0.975])
     per_seed = diffs.mean(axis=1).tolist()
-    return {"ratio": ratio, "variant": variant, "baseline": baseline, "seeds": seeds, "n_images": len(ids),
+    return {"ratio": ratio, "variant": variant, "baseline": baseline, "seeds": seeds, "n_images": n_images,
             "mean_diff": float(per_image_diff.mean()), "ci_low": float(lo), "ci_high": float(hi),
             "per_seed_diff": [round(d, 4) for d in per_seed], "per_seed_std": _std(per_seed),
             "wins": int((per_image_diff > 0).sum()), "losses": int((per_image_diff < 0).sum())}  # fmt: skip
@@ -301,8 +311,9 @@ def floor_verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {"ratio": ratio, "target": target, "measured": None, "met": None}
     seeds_ok = len(row["seeds"]) >= 3
     within = row["wall_min"] is not None and row["wall_min"] * 60 <= RUN_LIMIT_S
+    wall = "wall time not recorded" if row["wall_min"] is None else f"{row['wall_min']:.1f} min a run"
     return {"ratio": ratio, "target": target, "met": bool(row["dice"] >= floor and within and seeds_ok),
-            "measured": f"{row['dice']:.3f} over {len(row['seeds'])} seed(s), {row['wall_min']:.1f} min a run",
+            "measured": f"{row['dice']:.3f} over {len(row['seeds'])} seed(s), {wall}",
             "seeds_complete": seeds_ok}  # fmt: skip
 
 
@@ -338,11 +349,12 @@ def plot_differences(pairs: list[dict[str, Any]], path: Path) -> Path | None:
         color = "#2563eb" if p["baseline"] == "supervised" else "#f59e0b"
         ax.errorbar(p["mean_diff"], k, xerr=[[p["mean_diff"] - p["ci_low"]], [p["ci_high"] - p["mean_diff"]]],
                     fmt="o", color=color, capsize=3)  # fmt: skip
+        ax.plot(p["per_seed_diff"], [k] * len(p["per_seed_diff"]), "x", color="0.45", markersize=5)
         labels.append(f"{p['ratio'].replace('_', '/')}  {p['variant']} - {p['baseline']}  ({len(p['seeds'])} seed{'s' if len(p['seeds']) > 1 else ''})")
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(pairs)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("paired test Dice difference (per image, mean over seeds); 95% bootstrap interval")
+    ax.set_xlabel("paired test Dice difference (per image, mean over seeds; 95% bootstrap interval; x: each seed)")
     ax.set_title("BUSI, cpu_small: what the unlabelled images add", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,11 +397,16 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
         print(f"WARNING: the runs differ in {key}: " + ", ".join(f"{v} ({n} runs)" for v, n in counts.items()))
     if missing:
         print(f"\n{len(missing)} planned run(s) not done, next:\n  " + "\n  ".join(p["command"] for p in missing[:4]))
-    figure = plot_differences(pairs, args.output.with_suffix(".png"))
+    return write_table(result, args.output)
+
+
+def write_table(result: dict[str, Any], output: Path) -> dict[str, Any]:
+    """Draw the forest plot of ``result["pairs"]`` beside ``output``, then write ``output`` (JSON)."""
+    figure = plot_differences(result["pairs"], output.with_suffix(".png"))
     if figure is not None:
         result["figure"] = repo_relative(figure)
-    write_json(args.output, result)
-    print(f"\nwrote {args.output}" + (f" and {figure}" if figure else ""))
+    write_json(output, result)
+    print(f"\nwrote {output}" + (f" and {figure}" if figure else ""))
     return result
 
 

@@ -152,13 +152,49 @@ def test_quality_paired_difference_by_hand(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("dice", "seeds", "wall_min", "met"), [
     (0.73, [0, 1, 2], 7.5, True), (0.71, [0, 1, 2], 7.5, False),  # below the floor
     (0.73, [0, 1], 7.5, False), (0.73, [0, 1, 2], 16.0, False),  # too few seeds; over the budget
+    (0.73, [0, 1, 2], None, False),  # wall time not recorded: the budget is not shown to be kept
 ])  # fmt: skip
-def test_quality_supervised_floor_verdict(dice: float, seeds: list[int], wall_min: float, met: bool) -> None:
+def test_quality_supervised_floor_verdict(dice: float, seeds: list[int], wall_min: float | None, met: bool) -> None:
     quality = load_script("quality")
     row = {"ratio": "1_2", "variant": "supervised", "dice": dice, "seeds": seeds, "wall_min": wall_min}
     (floor,) = [v for v in quality.verdicts([], [row]) if v["target"].startswith("supervised")]
     assert floor["met"] is met and floor["measured"].startswith(f"{dice:.3f}")
     assert quality.verdicts([], [])[0]["met"] is None  # nothing measured yet
+
+
+def test_quality_from_scored_checkpoints_by_hand(tmp_path: Path) -> None:
+    """Checkpoints scored by shift.py (run folders gone) give the same table: seeds pair by position."""
+    scores = {"sup_a": [0.5, 0.6, 0.7], "sup_b": [0.4, 0.5, 0.8],  # supervised, seeds 0-1
+              "ra_a": [0.6, 0.6, 0.9], "ra_b": [0.6, 0.5, 0.8],  # RA-BUSSeg: +0.1, 0, +0.2 and +0.2, 0, 0
+              "mt_a": [0.5, 0.5, 0.5]}  # mean teacher, one seed  # fmt: skip
+    source = tmp_path / "test_scores.json"
+    source.write_text(json.dumps({"environment": {"date": "2026-12-07", "cpu": "test CPU", "cpu_cores": 2},
+                                  "checkpoints": {"ra_a": "runs/ra_s0/last.pt"},
+                                  "per_image": {"ids": ["x", "y", "z"],
+                                                "dice": {k: {"none": v} for k, v in scores.items()}}}))  # fmt: skip
+    out = tmp_path / "results" / "quality_scored.json"
+    result = load_script("quality_scored").main([
+        "--scores", str(source), "--group", "supervised:1_8=sup_a,sup_b", "--group", "ra_busseg:1_8=ra_a,ra_b",
+        "--group", "mean_teacher:1_8=mt_a", "--note", "a note", "--output", str(out)])  # fmt: skip
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["supervised"]["dice"] == pytest.approx(3.5 / 6) and rows["ra_busseg"]["dice"] == pytest.approx(4 / 6)
+    assert rows["ra_busseg"]["dice_seed_std"] == pytest.approx(np.std([0.7, 1.9 / 3], ddof=1))
+    assert rows["mean_teacher"]["dice_seed_std"] is None and rows["ra_busseg"]["iou"] is None
+    pairs = {(p["variant"], p["baseline"]): p for p in result["pairs"]}
+    assert set(pairs) == {("ra_busseg", "supervised"), ("ra_busseg", "mean_teacher"), ("mean_teacher", "supervised")}
+    p = pairs[("ra_busseg", "supervised")]
+    assert p["mean_diff"] == pytest.approx((0.15 + 0 + 0.1) / 3) and (p["wins"], p["losses"]) == (2, 0)
+    assert p["per_seed_diff"] == pytest.approx([0.1, 0.2 / 3], abs=1e-4)  # seed 0 with seed 0, 1 with 1
+    assert pairs[("ra_busseg", "mean_teacher")]["seeds"] == [0]  # only as many seeds as both have
+    assert pairs[("ra_busseg", "mean_teacher")]["mean_diff"] == pytest.approx((0.1 + 0.1 + 0.4) / 3)
+    assert result["checkpoints"]["ra_busseg:1_8"] == ["runs/ra_s0/last.pt", "ra_b"]
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    section = load_script("make_results").render(out.parent)  # rendered beside (here: without) quality.json
+    assert "`quality_scored.json`" in section and "a note." in section and "quality_scored.png" in section
+    assert "- RA-BUSSeg (`quality_scored.json`) at 1/8: target +0.030" in section
+    with pytest.raises(SystemExit, match="not scored"):
+        load_script("quality_scored").main(["--scores", str(source), "--group", "supervised:1_8=nope",
+                                            "--output", str(out)])  # fmt: skip
 
 
 def test_quality_validation_is_held_out_of_the_unlabelled_list(tmp_path: Path) -> None:

@@ -173,3 +173,51 @@ def test_evaluate_cli_on_a_tiny_checkpoint(dataset, tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["context"]["size"] is None
     assert run_cli(["evaluate", str(ckpt), str(dataset), "--out", str(tmp_path / "o2"), "--split", "nope"]) == 1
     assert "unknown split" in capsys.readouterr().err
+
+
+def without_split_lists(dataset: Path, unmasked: str) -> Path:
+    """The fixture as an external dataset arrives: images/ and masks/ only, one image without a mask."""
+    import shutil
+
+    shutil.rmtree(dataset / "splits")
+    (dataset / "metadata.csv").unlink()
+    (dataset / "masks" / f"{unmasked}.png").unlink()
+    return dataset
+
+
+def test_the_split_defaults_to_test_and_to_every_masked_image_without_lists(dataset):
+    from rabusseg.errors import DataError
+    from rabusseg.evaluation import evaluation_split
+
+    (dataset / "splits" / "test.txt").write_text("benign_002\nnormal_001\n")
+    assert evaluation_split(folder_of(dataset), None) == ("test", ["benign_002", "normal_001"])
+    assert evaluation_split(folder_of(dataset), "all") == ("all", sorted(CASES))  # the folder's list is not used
+    with pytest.raises(DataError, match="--split all"):
+        evaluation_split(folder_of(dataset), "val")
+
+    without_split_lists(dataset, "malignant_001")
+    expected = sorted(set(CASES) - {"malignant_001"})  # an image without a mask cannot be scored
+    assert evaluation_split(folder_of(dataset), None) == ("all", expected)
+    assert evaluation_split(folder_of(dataset), "all") == ("all", expected)
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        evaluation_split(folder_of(dataset), "test")  # asked for by name: no silent fallback
+
+    import shutil
+
+    shutil.rmtree(dataset / "masks")
+    with pytest.raises(DataError, match="nothing to score"):
+        evaluation_split(folder_of(dataset), None)
+
+
+def test_evaluate_cli_scores_a_folder_without_split_lists(dataset, tmp_path, capsys):
+    from _tiny_checkpoint import save_tiny_checkpoint
+
+    ckpt = save_tiny_checkpoint(tmp_path / "tiny.pt")
+    root = without_split_lists(dataset, "benign_001")
+    out = tmp_path / "external"
+    assert run_cli(["evaluate", str(ckpt), str(root), "--out", str(out), "--size", "32"]) == 0
+    assert f"all: {len(CASES) - 1} images" in capsys.readouterr().out
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["n_images"] == len(CASES) - 1 and doc["context"]["split"] == "all"
+    with (out / "per_image.csv").open() as fh:
+        assert sorted(r["id"] for r in csv.DictReader(fh)) == sorted(set(CASES) - {"benign_001"})

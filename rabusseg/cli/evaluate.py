@@ -14,6 +14,9 @@ import typer
 from rabusseg.cli.app import app, data_app, prepare_app  # noqa: F401
 from rabusseg.cli.predict import RESIZE_HELP, SIZE_HELP, TTA_HELP, inference_size_arg, resize_arg, tta_arg, weights_arg
 
+SPLIT_HELP = ("Split list under splits/ (without .txt), or 'all' for every image with a mask; default: test, "
+              "or all when the folder has no split lists.")
+
 
 def _summary_table(summary: dict[str, Any], title: str, unit: str) -> Any:
     from rich.table import Table
@@ -42,7 +45,7 @@ def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="A rabusseg checkpoint (.pt).")],
     data_dir: Annotated[str, typer.Argument(help="Dataset folder, or its name inside $RABUSSEG_DATASETS.")],
     out: Annotated[Path, typer.Option("--out", help="Output folder for per_image.csv, summary.json, report.html.")],
-    split: Annotated[str, typer.Option("--split", help="Split list under splits/ (without .txt).")] = "test",
+    split: Annotated[str | None, typer.Option("--split", help=SPLIT_HELP, show_default=False)] = None,
     tta: Annotated[bool | None, typer.Option("--tta/--no-tta", help=TTA_HELP, show_default=False)] = None,
     size: Annotated[int | None, typer.Option("--size", help=SIZE_HELP)] = None,
     resize: Annotated[str | None, typer.Option("--resize", help=RESIZE_HELP)] = None,
@@ -62,7 +65,7 @@ def evaluate(
                                   device=device, overwrite=overwrite, batch_size=batch_size, weights=weights_arg(weights),
                                   resize=resize_arg(resize))  # fmt: skip
     console = Console()
-    console.print(_summary_table(summary, f"{split}: {summary['n_images']} images", "px"))
+    console.print(_summary_table(summary, f"{summary['context']['split']}: {summary['n_images']} images", "px"))
     cases = summary["empty_cases"]
     console.print(f"empty masks: {cases['both_empty']} both empty, {cases['empty_gt']} false alarm(s), "
                   f"{cases['empty_pred']} missed lesion(s)")

@@ -142,6 +142,11 @@ class DatasetFolder:
         """The ``metadata.csv`` row of ``image_id`` (empty when it has none)."""
         return dict(self._meta_by_id.get(self._known(image_id), {}))
 
+    def labeled_ids(self) -> list[str]:
+        """Ids that have a mask in ``masks/``, sorted: what can be scored when there are no split lists."""
+        masks = self.root / "masks"
+        return [i for i in self.ids if find_mask(masks, i) is not None] if masks.is_dir() else []
+
     def available_splits(self) -> list[str]:
         """Split names under ``splits/``, e.g. ``["1_2/labeled", "1_2/unlabeled", "test"]``."""
         splits = self.root / "splits"

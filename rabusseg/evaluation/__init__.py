@@ -1,8 +1,8 @@
 """Evaluation: per-image metrics, split summaries, the evaluation runner and HTML reports.
 
 ``binary_metrics`` and ``summarize`` are plain numpy; the torch- and matplotlib-heavy parts
-(``evaluate_model``, ``evaluate_checkpoint``, ``write_evaluation``, ``render_run_report``) are
-imported on first use so that ``import rabusseg.evaluation`` stays light.
+(``evaluate_model``, ``evaluate_checkpoint``, ``evaluation_split``, ``write_evaluation``,
+``render_run_report``) are imported on first use so that ``import rabusseg.evaluation`` stays light.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ __all__ = [
     "binary_metrics",
     "evaluate_checkpoint",
     "evaluate_model",
+    "evaluation_split",
     "pooled_dice",
     "render_run_report",
     "summarize",
@@ -30,6 +31,7 @@ __all__ = [
 _LAZY = {
     "evaluate_model": "rabusseg.evaluation.runner",
     "evaluate_checkpoint": "rabusseg.evaluation.runner",
+    "evaluation_split": "rabusseg.evaluation.runner",
     "write_evaluation": "rabusseg.evaluation.output",
     "render_run_report": "rabusseg.evaluation.report",
 }

@@ -55,6 +55,7 @@ class Summary(TypedDict, total=False):
     specificity: MetricStats
     hd95: MetricStats
     assd: MetricStats
+    context: dict[str, Any]  # evaluate_checkpoint's settings (split, size, ...), as in summary.json
 
 
 def metric_mean(summary: Mapping[str, Any] | None, metric: str = "dice") -> float | None:

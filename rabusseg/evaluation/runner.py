@@ -31,7 +31,12 @@ from rabusseg.evaluation.output import prepare_out_dir, write_evaluation
 if TYPE_CHECKING:
     from rabusseg.data.folder import DatasetFolder
 
-__all__ = ["GalleryCases", "evaluate_checkpoint", "evaluate_model", "write_evaluation"]
+__all__ = ["ALL_IMAGES", "GalleryCases", "evaluate_checkpoint", "evaluate_model", "evaluation_split",
+           "write_evaluation"]
+
+ALL_IMAGES = "all"
+"""Split name meaning every image that has a mask (unless the folder has its own ``splits/all.txt``)."""
+DEFAULT_SPLIT = "test"
 
 
 
@@ -104,10 +109,33 @@ def evaluate_model(
     return rows
 
 
+def evaluation_split(folder: DatasetFolder, split: str | None) -> tuple[str, list[str]]:
+    """The split to score and its ids.
+
+    ``None`` is ``test`` when the folder has that list and, when it has no split lists at all (an
+    external dataset of ``images/`` and ``masks/`` only), every image with a mask: a user scoring a
+    model on new data should not have to write a list first.  ``"all"`` asks for that explicitly.
+    """
+    from rabusseg.errors import DataError
+
+    if split is None:
+        split = DEFAULT_SPLIT if folder.available_splits() else ALL_IMAGES
+    if split == ALL_IMAGES and ALL_IMAGES not in folder.available_splits():
+        ids = folder.labeled_ids()
+        if not ids:
+            raise DataError(f"{folder.root / 'masks'}: no image of {folder.root / 'images'} has a mask, so there is "
+                            "nothing to score (rabusseg predict segments images without masks)")
+        return split, ids
+    try:
+        return split, folder.split(split)
+    except DataError as err:
+        raise DataError(f"{err}; --split {ALL_IMAGES} scores every image that has a mask") from None
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike[str],
     data_dir: str | os.PathLike[str],
-    split: str,
+    split: str | None,
     out_dir: str | os.PathLike[str],
     *,
     tta: bool | str = FROM_CHECKPOINT,
@@ -121,7 +149,11 @@ def evaluate_checkpoint(
     progress: bool = True,
     n_bootstrap: int = 1000,
 ) -> Summary:
-    """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary.
+    """Evaluate a checkpoint on ``DATA_DIR/splits/<split>.txt``, write the outputs, return the summary
+    (with ``context``, the settings it scored with, as ``summary.json`` holds them).
+
+    ``split`` is resolved by :func:`evaluation_split` (``None``: ``test``, or every image with a mask
+    in a folder without split lists; ``"all"``: every image with a mask).
 
     ``size``/``resize``/``tta`` default to the checkpoint's own (:func:`~rabusseg.checkpoint.inference_geometry`,
     :func:`~rabusseg.checkpoint.inference_tta`).
@@ -137,7 +169,7 @@ def evaluate_checkpoint(
     out = prepare_out_dir(out_dir, overwrite, create=False)  # fail before minutes of inference, not after
     root = resolve_data_root(data_dir)
     folder = DatasetFolder(root)
-    ids = folder.split(split)
+    split, ids = evaluation_split(folder, split)
     payload = load_checkpoint(checkpoint, map_location="cpu")
     size, resize = inference_geometry(payload, size, resize)
     tta = inference_tta(payload, tta)
@@ -161,4 +193,5 @@ def evaluate_checkpoint(
         "spacing": list(spacing) if spacing is not None else None,
     }
     write_evaluation(out, rows, summary, context, folder=folder, gallery=gallery, overwrite=overwrite)
+    summary["context"] = context
     return summary
