@@ -146,6 +146,20 @@ def test_mask_modes_l_one_bit_and_rgb(tmp_path: Path) -> None:
     assert np.array_equal(load_mask(_save(tmp_path / "rgb.png", rgb)), expected)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_mask_ignores_compression_noise(tmp_path: Path, channels: int) -> None:
+    """JPEG ringing leaves faint pixels around the lesion: they are not lesion."""
+    lesion = np.zeros((48, 64), bool)
+    lesion[10:30, 20:45] = True
+    values = np.where(lesion, 255, 0).astype(np.uint8)
+    image = values if channels == 1 else np.stack([values] * 3, axis=2)
+    Image.fromarray(image).save(tmp_path / "m.jpg", quality=75)
+    decoded = np.asarray(Image.open(tmp_path / "m.jpg"))
+    brightest = decoded if decoded.ndim == 2 else decoded.max(axis=2)
+    assert ((brightest != 0) & ~lesion).any()  # the noise is there to be ignored
+    assert np.array_equal(load_mask(tmp_path / "m.jpg"), lesion)
+
+
 def test_sixteen_bit_mask_keeps_low_values(tmp_path: Path) -> None:
     values = np.zeros((6, 7), np.uint16)
     values[1, 1], values[2, 3] = 1, 65535  # value 1 would vanish if scaled to 8 bits first

@@ -3,7 +3,7 @@
 Layout::
 
     ROOT/images/<id>.<png|jpg|jpeg|bmp|tif|tiff>
-    ROOT/masks/<id>.png            any non-zero pixel = lesion
+    ROOT/masks/<id>.png            any non-zero pixel = lesion (JPEG masks: > 127, see rabusseg.data.io)
     ROOT/metadata.csv              optional; columns ``id``, ``class`` and any others
     ROOT/splits/**/<name>.txt      one id per line
 

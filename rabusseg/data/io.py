@@ -15,7 +15,10 @@ Normalisation rules (the contract the rest of the package relies on):
 * **Masks** become ``bool`` arrays ``(H, W)``: lesion wherever the pixel, composited on black,
   is not black. For gray, 16-bit and RGB masks that is "any non-zero sample"; palette masks are
   judged by the palette *colour* (an index pointing to black is background); in RGBA / LA masks a
-  fully transparent pixel is background whatever its colour.
+  fully transparent pixel is background whatever its colour.  **JPEG masks** are the exception:
+  lossy compression rings around every edge and leaves faint non-black pixels in the background,
+  so there a sample is lesion only above the middle of its range (``> 127`` for 8-bit); "not
+  black" would grow a BUSI lesion by a quarter of its area at quality 75.
 """
 
 from __future__ import annotations
@@ -142,16 +145,24 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     raise DataError(f"{path}: unsupported image with {channels} channels")
 
 
+LOSSY_MASK_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
+"""Mask formats read with a mid-range threshold instead of "not black" (module doc)."""
+
+
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Load a lesion mask as ``bool (H, W)``: lesion where the pixel composited on black is not black."""
     path = Path(path)
     array = _decode(path)
-    if array.ndim == 2:
-        return array != 0
-    channels = array.shape[2]
+    if path.suffix.lower() in LOSSY_MASK_SUFFIXES:  # compression noise is not lesion (module doc)
+        on = array > (np.iinfo(array.dtype).max // 2 if array.dtype.kind in "iu" else 0)
+    else:
+        on = array != 0
+    if on.ndim == 2:
+        return on
+    channels = on.shape[2]
     if channels in (2, 4):  # colour + alpha: transparent pixels are background
-        return np.any(array[:, :, :-1] != 0, axis=2) & (array[:, :, -1] != 0)
-    return np.any(array != 0, axis=2)
+        return np.any(on[:, :, :-1], axis=2) & on[:, :, -1]
+    return np.any(on, axis=2)
 
 
 def image_size(array: np.ndarray) -> tuple[int, int]:
