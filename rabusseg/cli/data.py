@@ -1,4 +1,4 @@
-"""CLI verbs ``rabusseg data check | split | prepare busi | prepare udiat``.
+"""CLI verbs ``rabusseg data check | split | prepare busi | prepare udiat | prepare folders``.
 
 Thin wrappers: each verb calls one typed function of :mod:`rabusseg.data` and prints a summary.
 Library errors (``DataError``, ``OutputExistsError``...) propagate to :func:`rabusseg.cli.main`,
@@ -174,3 +174,28 @@ def prepare_udiat_verb(
         raw, out, paper_splits=paper_splits, type_table=type_table, overwrite=overwrite, optimize_png=not fast_png
     )
     _print_prepared(result, "UDIAT")
+
+
+@prepare_app.command("folders")
+def prepare_folders_verb(
+    raw: Path = typer.Argument(..., help="A dataset kept as an image folder and a mask folder; only read."),
+    out: Path = typer.Argument(..., help="Output dataset folder (must be empty unless --overwrite)."),
+    images: str = typer.Option("images", "--images", help="The image folder, relative to RAW."),
+    masks: str = typer.Option("masks", "--masks", help="The mask folder, relative to RAW."),
+    mask_name: str = typer.Option(
+        "{id}", "--mask-name",
+        help="Mask file name without extension; {id} is the image's: '{id}_mask', 'mask_{id}'; "
+             "'{id}_mask*' merges several masks per image.",
+    ),  # fmt: skip
+    class_table: Optional[Path] = typer.Option(
+        None, "--class-table", help="CSV with 'id' (or 'filename') and 'class' columns."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace what an earlier run wrote in OUT."),
+    fast_png: bool = typer.Option(False, "--fast-png", help=_FAST_PNG),
+) -> None:
+    """Convert any image folder + mask folder (another scanner's set) to the rabusseg folder format."""
+    from rabusseg.data.prepare_folders import prepare_folders
+
+    result = prepare_folders(raw, out, images=images, masks=masks, mask_name=mask_name, class_table=class_table,
+                             overwrite=overwrite, optimize_png=not fast_png)  # fmt: skip
+    _print_prepared(result, "folders")

@@ -19,13 +19,13 @@ from xml.etree import ElementTree
 import numpy as np
 
 from rabusseg.data.folder import UNKNOWN_CLASS
-from rabusseg.data.io import image_size, is_image_file, load_image, load_mask, read_split
+from rabusseg.data.io import is_image_file, read_split
 from rabusseg.data.prepared import (
     PreparedCase,
     PrepareResult,
     finish_prepared,
+    load_case,
     prepare_output_dir,
-    sha256_file,
     write_case,
 )
 from rabusseg.data.splits import translate_split_lists, write_translated_splits
@@ -158,20 +158,7 @@ def read_type_table(path: Path, ids: set[str]) -> dict[str, str]:
 
 def prepare_udiat_case(image: Path, mask: Path, cls: str, base: Path) -> PreparedCase:
     """Load one case (image and its ground-truth mask); no files are written."""
-    rgb = load_image(image)
-    lesion = load_mask(mask)
-    if lesion.shape != rgb.shape[:2]:
-        (mw, mh), (w, h) = image_size(lesion), image_size(rgb)
-        raise DataError(f"{mask}: mask is {mw}x{mh} but its image {image.name} is {w}x{h}")
-    return PreparedCase(
-        id=image.stem,
-        cls=cls,
-        rgb=rgb,
-        mask=lesion,
-        original_filename=image.relative_to(base).as_posix(),
-        original_mask_files=[mask.relative_to(base).as_posix()],
-        source_sha256=sha256_file(image),
-    )
+    return load_case(image, [mask], image.stem, cls, base)
 
 
 def _find_table(base: Path, raw: Path) -> Path | None:

@@ -1,4 +1,4 @@
-"""Writing the folder format: what the public-dataset preparers (BUSI, UDIAT) share.
+"""Writing the folder format: what the preparers (BUSI, UDIAT, image + mask folders) share.
 
 Each preparer maps a raw download to :class:`PreparedCase` objects with a pure per-case
 function; this module saves them, fills the duplicate columns and writes ``metadata.csv``.
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from rabusseg.data.hashing import dhash256, exact_duplicate_groups, near_duplicate_pairs, pixel_md5
+from rabusseg.data.io import image_size, load_image, load_mask
 from rabusseg.errors import DataError, OutputExistsError
 
 
@@ -90,6 +91,32 @@ class PreparedCase:
     original_filename: str
     original_mask_files: list[str]
     source_sha256: str
+
+
+def relative_name(path: Path, base: Path) -> str:
+    """``path`` relative to the raw download (provenance in ``metadata.csv``), absolute when outside it."""
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else path.as_posix()
+
+
+def load_case(image: Path, masks: list[Path], case_id: str, cls: str, base: Path) -> PreparedCase:
+    """One case from an image and its mask files (merged by union); no files are written."""
+    rgb = load_image(image)
+    lesion = np.zeros(rgb.shape[:2], dtype=bool)
+    for path in masks:
+        part = load_mask(path)
+        if part.shape != lesion.shape:
+            (mw, mh), (w, h) = image_size(part), image_size(rgb)
+            raise DataError(f"{path}: mask is {mw}x{mh} but its image {image.name} is {w}x{h}")
+        lesion |= part
+    return PreparedCase(
+        id=case_id,
+        cls=cls,
+        rgb=rgb,
+        mask=lesion,
+        original_filename=relative_name(image, base),
+        original_mask_files=[relative_name(p, base) for p in masks],
+        source_sha256=sha256_file(image),
+    )
 
 
 def stored_image(rgb: np.ndarray) -> tuple[np.ndarray, str]:
