@@ -22,7 +22,7 @@ from torch import nn
 
 from rabusseg.checkpoint import FROM_CHECKPOINT
 from rabusseg.constants import DEFAULT_INFERENCE_SIZE, LESION_THRESHOLD
-from rabusseg.errors import ConfigError
+from rabusseg.errors import ConfigError, DataError
 from rabusseg.evaluation.aggregate import Summary
 from rabusseg.evaluation.gallery import GalleryCases
 from rabusseg.evaluation.metrics import binary_metrics
@@ -116,8 +116,6 @@ def evaluation_split(folder: DatasetFolder, split: str | None) -> tuple[str, lis
     external dataset of ``images/`` and ``masks/`` only), every image with a mask: a user scoring a
     model on new data should not have to write a list first.  ``"all"`` asks for that explicitly.
     """
-    from rabusseg.errors import DataError
-
     if split is None:
         split = DEFAULT_SPLIT if folder.available_splits() else ALL_IMAGES
     if split == ALL_IMAGES and ALL_IMAGES not in folder.available_splits():
