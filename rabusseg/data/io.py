@@ -150,7 +150,7 @@ LOSSY_MASK_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg")
 
 
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load a lesion mask as ``bool (H, W)``: lesion where the pixel composited on black is not black."""
+    """Load a lesion mask as ``bool (H, W)``: lesion where the pixel composited on black is not black (JPEG: > 127)."""
     path = Path(path)
     array = _decode(path)
     if path.suffix.lower() in LOSSY_MASK_SUFFIXES:  # compression noise is not lesion (module doc)
