@@ -284,6 +284,19 @@ def paired_difference(records: list[dict[str, Any]], ratio: str, variant: str, b
     return paired_statistics(ratio, variant, baseline, seeds, diffs, n_boot, seed)
 
 
+def is_compared(variant: str, baseline: str) -> bool:
+    """Whether the table pairs ``variant`` against ``baseline`` (every method against supervised, the
+    semi-supervised ones also against mean teacher)."""
+    return variant != baseline and not (baseline == "mean_teacher" and variant == "supervised")
+
+
+def protocol(reported: str) -> dict[str, Any]:
+    """The protocol stored with a table: validation and monitor lists, what is reported, bootstrap, budget."""
+    return {"validation": f"{VAL_IMAGES} images held out of each run's unlabelled list",
+            "monitor": f"pseudo-labels of {MONITOR_IMAGES} unlabelled images scored against their masks",
+            "reported": reported, "bootstrap": N_BOOT, "budget_s": RUN_LIMIT_S}  # fmt: skip
+
+
 def paired_statistics(ratio: str, variant: str, baseline: str, seeds: list[int], diffs: Any,
                       n_boot: int = N_BOOT, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """The pair's entry of the table from its per-image differences ``diffs`` (seeds x images)."""
@@ -370,17 +383,14 @@ def do_table(args: argparse.Namespace) -> dict[str, Any]:
     for ratio in sorted({r["ratio"] for r in records}):
         for variant in sorted({r["variant"] for r in records if r["ratio"] == ratio}):
             for baseline in BASELINES:
-                if variant != baseline and not (baseline == "mean_teacher" and variant == "supervised"):
+                if is_compared(variant, baseline):
                     p = paired_difference(records, ratio, variant, baseline)
                     if p:
                         pairs.append(p)
     done = {(r["ratio"], r["variant"], r["seed"]) for r in records}
     missing = [p for p in planned(tuple(args.seeds)) if (p["ratio"], p["variant"], p["seed"]) not in done]
     result = {"benchmark": "quality", "command": command_line(), "environment": environment("cpu"), "preset": args.preset,
-              "protocol": {"validation": f"{VAL_IMAGES} images held out of each run's unlabelled list",
-                           "monitor": f"pseudo-labels of {MONITOR_IMAGES} unlabelled images scored against their masks",
-                           "reported": "last model on the test list (129 images); paired over images",
-                           "bootstrap": N_BOOT, "budget_s": RUN_LIMIT_S},
+              "protocol": protocol("last model on the test list (129 images); paired over images"),
               "rows": rows, "pairs": pairs, "verdicts": verdicts(pairs, rows), "runs": records, "missing": missing,
               "recipe_differences": recipe_differences(records), "note": args.note}  # fmt: skip
     shown = [{"ratio": r["ratio"].replace("_", "/"), "variant": r["variant"], "seeds": ",".join(map(str, r["seeds"])),

@@ -32,13 +32,12 @@ from quality import (  # noqa: E402
     ABLATIONS,
     BASELINES,
     METHODS,
-    MONITOR_IMAGES,
     N_BOOT,
     PRESET,
     RATIOS,
-    RUN_LIMIT_S,
-    VAL_IMAGES,
+    is_compared,
     paired_statistics,
+    protocol,
     variant_name,
     verdicts,
     write_table,
@@ -81,7 +80,7 @@ def assemble(dice: dict[str, dict[str, list[float]]], groups: list[tuple[str, st
     for (ratio, variant), per_seed in scores.items():
         for baseline in BASELINES:
             base = scores.get((ratio, baseline))
-            if base is None or variant == baseline or (baseline == "mean_teacher" and variant == "supervised"):
+            if base is None or not is_compared(variant, baseline):
                 continue
             n = min(len(per_seed), len(base))
             pairs.append(paired_statistics(ratio, variant, baseline, list(range(n)), per_seed[:n] - base[:n], n_boot))
@@ -114,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    **{k: sources[0][k] for k in ("load_average_start", "load_average_end") if k in sources[0]}}
     result = {"benchmark": "quality", "command": command_line(), "environment": environment,
               "preset": PRESET, "source": " + ".join(str(repo_relative(path)) for path in paths),
-              "protocol": {"validation": f"{VAL_IMAGES} images held out of each run's unlabelled list",
-                           "monitor": f"pseudo-labels of {MONITOR_IMAGES} unlabelled images scored against their masks",
-                           "reported": "last model on the test list, scored by shift.py; paired over images",
-                           "bootstrap": N_BOOT, "budget_s": RUN_LIMIT_S},
+              "protocol": protocol("last model on the test list, scored by shift.py; paired over images"),
               "checkpoints": {f"{v}:{r}": [checkpoints.get(n, n) for n in names] for r, v, names in groups},
               "rows": rows, "pairs": pairs, "verdicts": verdicts(pairs, rows), "runs": [], "missing": [],
               "note": args.note}  # fmt: skip

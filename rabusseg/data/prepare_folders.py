@@ -17,7 +17,7 @@ import glob
 import shutil
 from pathlib import Path
 
-from rabusseg.data.folder import UNKNOWN_CLASS
+from rabusseg.data.folder import UNKNOWN_CLASS, scan_images
 from rabusseg.data.io import is_image_file
 from rabusseg.data.prepared import PrepareResult, finish_prepared, load_case, prepare_output_dir, write_case
 from rabusseg.errors import DataError
@@ -89,23 +89,20 @@ def prepare_folders(
             raise DataError(f"{folder}: no such folder of {what} (choose it with --{what})")
     if images_dir.resolve() == masks_dir.resolve():
         raise DataError(f"{images_dir}: images and masks must be in separate folders")
-    paths = sorted(p for p in images_dir.iterdir() if p.is_file() and is_image_file(p))
+    scan = scan_images(images_dir)
+    if scan.duplicates:
+        listed = "; ".join(", ".join(p.name for p in ps) for ps in scan.duplicates.values())
+        raise DataError(f"{images_dir}: ids present with more than one file ({listed})")
+    paths = list(scan.paths.values())
     if not paths:
         raise DataError(f"{images_dir}: holds no images")
-    stems: dict[str, list[Path]] = {}
-    for path in paths:
-        stems.setdefault(path.stem, []).append(path)
-    repeated = {s: ps for s, ps in stems.items() if len(ps) > 1}
-    if repeated:
-        listed = "; ".join(", ".join(p.name for p in ps) for ps in repeated.values())
-        raise DataError(f"{images_dir}: ids present with more than one file ({listed})")
     index = index_masks(masks_dir)
     found = {path: mask_files(index, path.stem, mask_name) for path in paths}
     missing = [str(p) for p, m in found.items() if not m]
     if missing:
         shown = "\n  ".join(missing[:20]) + (f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise DataError(f"{len(missing)} image(s) without a mask {mask_name}.<ext> in {masks_dir}:\n  {shown}")
-    classes = read_class_table(Path(class_table), set(stems)) if class_table is not None else {}
+    classes = read_class_table(Path(class_table), set(scan.paths)) if class_table is not None else {}
 
     fresh = not out.exists()
     prepare_output_dir(out, raw, overwrite, _OWNED)

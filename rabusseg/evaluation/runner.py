@@ -116,9 +116,10 @@ def evaluation_split(folder: DatasetFolder, split: str | None) -> tuple[str, lis
     external dataset of ``images/`` and ``masks/`` only), every image with a mask: a user scoring a
     model on new data should not have to write a list first.  ``"all"`` asks for that explicitly.
     """
+    lists = folder.available_splits()
     if split is None:
-        split = DEFAULT_SPLIT if folder.available_splits() else ALL_IMAGES
-    if split == ALL_IMAGES and ALL_IMAGES not in folder.available_splits():
+        split = DEFAULT_SPLIT if lists else ALL_IMAGES
+    if split == ALL_IMAGES and ALL_IMAGES not in lists:
         ids = folder.labeled_ids()
         if not ids:
             raise DataError(f"{folder.root / 'masks'}: no image of {folder.root / 'images'} has a mask, so there is "
