@@ -2,9 +2,10 @@
 
 The shared BUSI folder is read-only and never written to: :func:`prepare_data` makes a folder of
 symbolic links to its images, masks and metadata beside a copy of its ``splits/``, and draws the
-1/8 split there.  :func:`carve_validation` holds images of an unlabelled list out as a validation
-list (BUSI has a mask for every image), so choices are made on images of the training pool and
-the test list is never read.
+1/4 and 1/8 splits there (seed 0: the 1/8 labelled set is inside the 1/4 one).
+:func:`carve_validation` holds images of an unlabelled list out as a validation list (BUSI has a
+mask for every image), so choices are made on images of the training pool and the test list is
+never read.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from _common import BENCH_DIR
 
 WORK_ROOT = BENCH_DIR / "work" / "busi"
-RATIOS = {"1_2": "paper", "1_8": "1/8"}
+RATIOS = {"1_2": "paper", "1_4": "1/4", "1_8": "1/8"}
 """Split folder -> where its lists come from: the authors' lists, or drawn here with this fraction."""
 
 
@@ -29,7 +30,7 @@ def shared_busi() -> Path:
 
 
 def prepare_data(source: Path, work: Path = WORK_ROOT, seed: int = 0) -> Path:
-    """A writable view of ``source``: links to its files, a copy of ``splits/``, the 1/8 split drawn in it."""
+    """A writable view of ``source``: links to its files, a copy of ``splits/``, the 1/4 and 1/8 splits drawn in it."""
     work.mkdir(parents=True, exist_ok=True)
     for entry in sorted(source.iterdir()):
         target = work / entry.name

@@ -101,6 +101,7 @@ def test_quality_run_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str
     planned = {(m["ratio"], m["variant"], m["seed"]) for m in data["missing"]}
     assert ("1_2", "supervised", 0) not in planned and ("1_8", "ra_busseg", 2) in planned
     assert {("1_8", "fixmatch", 0), ("1_8", "ra_busseg-no_arp", 0), ("1_8", "ra_busseg-no_cra", 0)} <= planned
+    assert data["missing"][-1]["ratio"] == "1_4" and ("1_4", "mean_teacher", 1) in planned  # 1/4 last, as time allows
     assert data["recipe_differences"] == {}  # one recipe: only lists, method and seed differ
 
 
@@ -221,6 +222,8 @@ def test_quality_prepare_links_and_copies(tmp_path: Path) -> None:
     assert (work / "images").is_symlink() and (work / "masks").is_symlink()
     assert not (work / "splits").is_symlink() and (work / "splits" / "1_8" / "labeled.txt").is_file()
     assert not (source / "splits" / "1_8").exists()  # the source is never written to
+    eighth, quarter = (set((work / "splits" / r / "labeled.txt").read_text().split()) for r in ("1_8", "1_4"))
+    assert eighth < quarter  # one seed: the 1/8 labelled set is inside the 1/4 one
 
 
 SPEED_FIXTURE = {
