@@ -8,7 +8,7 @@
     python benchmarks/quality.py table                                # results/quality.json + quality.png
 
 Protocol (issue 11): the ``cpu_small`` recipe; per ratio (the paper's 1/2 lists, and 1/8 and 1/4
-drawn by ``rabusseg data split --labeled 1/8 --seed 0``, nested) ``supervised``, ``mean_teacher``
+drawn by ``rabusseg data split --labeled 1/8|1/4 --seed 0``, nested) ``supervised``, ``mean_teacher``
 and ``ra_busseg`` with 3 seeds, ``fixmatch`` and RA-BUSSeg without ARP / without CRA at 1/8 with
 fewer; 1/4 last, as CPU time allows.  Every run
 holds 30 images of its unlabelled list out as a validation list (so every method has best.pt
