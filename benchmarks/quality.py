@@ -70,14 +70,13 @@ N_BOOT = 10000
 
 def planned(seeds: tuple[int, ...] = (0, 1, 2)) -> list[dict[str, Any]]:
     """The benchmark's runs, most informative first (1/8 before 1/2, the three main methods first, 1/4 last)."""
-    plan = []
-    for ratio in ("1_8", "1_2"):
-        for seed in seeds:
-            plan += [(m, ratio, seed, None) for m in ("supervised", "mean_teacher", "ra_busseg")]
+    def main_runs(ratio: str) -> list[tuple[str, str, int, None]]:
+        return [(m, ratio, seed, None) for seed in seeds for m in ("supervised", "mean_teacher", "ra_busseg")]
+
+    plan = main_runs("1_8") + main_runs("1_2")
     plan += [("fixmatch", "1_8", 0, None), ("ra_busseg", "1_8", 0, "no_arp"), ("ra_busseg", "1_8", 0, "no_cra"),
              ("fixmatch", "1_2", 0, None)]  # fmt: skip
-    for seed in seeds:  # the issue's "1/4 if time allows": no target of its own, last in line
-        plan += [(m, "1_4", seed, None) for m in ("supervised", "mean_teacher", "ra_busseg")]
+    plan += main_runs("1_4")  # the issue's "1/4 if time allows": no target of its own, last in line
     return [{"method": m, "ratio": r, "seed": s, "ablation": a, "variant": variant_name(m, a),
              "command": run_command(m, r, s, a)} for m, r, s, a in plan]  # fmt: skip
 
