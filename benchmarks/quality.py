@@ -210,7 +210,7 @@ def recipe_differences(records: list[dict[str, Any]]) -> dict[str, dict[str, int
 
     import yaml
 
-    from rabusseg.config import load_config
+    from rabusseg.config import load_config, method_settings
     from rabusseg.errors import ConfigError
 
     configs = []
@@ -223,8 +223,15 @@ def recipe_differences(records: list[dict[str, Any]]) -> dict[str, dict[str, int
         except ConfigError:  # a setting since removed: compare the file as written
             tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         configs.append(_flat(tree))
+    by_method = {str(k) for block in method_settings(PRESET).values() for k in block}  # e.g. supervised's epochs
     values = {}
     for key in sorted({k for c in configs for k in c} - set(PER_RUN_KEYS)):
+        if key in by_method:  # the preset sets it per method: runs of one method must agree
+            counts = Counter(f"{c.get('method.name')}: {json.dumps(c.get(key, '<absent>'))}" for c in configs)
+            methods = [label.split(": ", 1)[0] for label in counts]
+            if len(methods) > len(set(methods)):
+                values[key] = dict(counts)
+            continue
         counts = Counter(json.dumps(c.get(key, "<absent>")) for c in configs)
         if len(counts) > 1:
             values[key] = dict(counts)

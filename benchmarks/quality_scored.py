@@ -64,6 +64,20 @@ def parse_group(spec: str, dice: dict[str, dict[str, list[float]]]) -> tuple[str
     return ratio, variant, names
 
 
+def parse_wall(spec: str, groups: list[tuple[str, str, list[str]]]) -> tuple[str, str, list[float]]:
+    """``METHOD:RATIO=12.1,11.5,...`` -> (ratio, variant, minutes), one time per checkpoint of that group."""
+    head, _, text = spec.partition("=")
+    variant, _, ratio = head.partition(":")
+    names = next((n for r, v, n in groups if (r, v) == (ratio, variant)), None)
+    try:
+        minutes = [float(x) for x in text.split(",") if x]
+    except ValueError:
+        raise SystemExit(f"--wall {spec!r}: expected METHOD:RATIO=MIN[,MIN...], e.g. supervised:1_2=11.6") from None
+    if names is None or len(minutes) != len(names):
+        raise SystemExit(f"--wall {spec!r}: give one time per checkpoint of a --group {variant}:{ratio}")
+    return ratio, variant, minutes
+
+
 def assemble(dice: dict[str, dict[str, list[float]]], groups: list[tuple[str, str, list[str]]],
              n_boot: int = N_BOOT) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
     """Rows (mean test Dice over seeds, its std) and pairs (against supervised and mean teacher) of ``groups``."""
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="a shift.py result on the test list (A.json,B.json: results on the same images, merged)")
     p.add_argument("--group", action="append", required=True, metavar="METHOD:RATIO=NAME,...",
                    help="one method's checkpoints at one ratio, in seed order (repeat)")
+    p.add_argument("--wall", action="append", default=[], metavar="METHOD:RATIO=MIN,...",
+                   help="the runs' wall times in minutes (bench.json), in seed order, for the floor's limit (repeat)")
     p.add_argument("--note", default=None, help="how the checkpoints were made, stored and shown with the table")
     p.add_argument("--output", type=Path, default=RESULTS_DIR / "quality_scored.json")
     args = p.parse_args(argv)
@@ -109,6 +125,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     sources = [json.loads(path.read_text()) for path in paths]
     checkpoints = {k: v for doc in sources for k, v in (doc.get("checkpoints") or {}).items()}
     rows, pairs = assemble(dice, groups)
+    for spec in args.wall:
+        ratio, variant, minutes = parse_wall(spec, groups)
+        row = next(r for r in rows if (r["ratio"], r["variant"]) == (ratio, variant))
+        row["wall_min"] = sum(minutes) / len(minutes)
     environment = {**(sources[0].get("environment") or {}),  # the scoring call's machine and load
                    **{k: sources[0][k] for k in ("load_average_start", "load_average_end") if k in sources[0]}}
     result = {"benchmark": "quality", "command": command_line(), "environment": environment,

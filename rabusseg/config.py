@@ -9,7 +9,7 @@ and may be named without their folder or suffix (``busi_1-2``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,7 @@ from rabusseg.constants import CRA_COSINE_TEMPERATURE, DEFAULT_INFERENCE_SIZE
 from rabusseg.errors import ConfigError
 
 PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+METHOD_SETTINGS_KEY = "method_settings"
 
 EncoderName = Literal["resnet50_deepstem", "resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v2",
                       "mobilenet_v2_320", "efficientnet_lite0"]
@@ -126,6 +127,8 @@ class LossConfig(_Strict):
     """Weight of a soft Dice term on the labelled images beside the supervised cross-entropy
     (nnU-Net's CE + Dice); 0 = METHOD's loss alone (measured, not adopted: docs/choices.md)."""
     unsup_weight: float = Field(1.0, ge=0)
+    """Weight of the unsupervised term.  [choice] the peers' 1; 2 measured on RA-BUSSeg 1/8, 3 seeds:
+    -0.009 [-0.027, +0.011] on validation (docs/choices.md)."""
     unsup_rampup_epochs: int = Field(0, ge=0)
     """Ramp the unsupervised weight up over this many epochs after warm-up (sigmoid shape); 0 = none."""
     arp_weight: float = Field(0.5, ge=0)
@@ -340,6 +343,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+def _set_key(data: dict[str, Any], parts: list[str], value: Any, origin: str) -> None:
+    """Set ``data[parts[0]][parts[1]]... = value``, creating sections; ``origin`` names the setting in errors."""
+    node = data
+    for p in parts[:-1]:
+        child = node.setdefault(p, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{origin}: '{p}' is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``--set`` overrides to a nested dict (returns a new dict)."""
     import copy
@@ -347,18 +361,43 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     out = copy.deepcopy(data)
     for text in overrides:
         parts, value = parse_override(text)
-        node = out
-        for p in parts[:-1]:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override '{text}': '{p}' is not a section")
-            node = child
-        node[parts[-1]] = value
+        _set_key(out, parts, value, f"override '{text}'")
     return out
 
 
-def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
-    """Read a YAML preset or file, apply ``--set`` overrides, validate."""
+def apply_method_settings(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Resolve a config file's ``method_settings`` section for the run's method (returns a new dict).
+
+    A preset may set values that depend on the method::
+
+        method_settings:
+          supervised: {train.epochs: 40}   # a supervised step costs half a semi-supervised one
+
+    The method is the one the run ends up with (``--set method.name=...`` included); its settings
+    apply on top of the file and under the ``--set`` overrides, which always win.  Why: a CPU budget
+    is wall time, and the methods' steps differ in cost, so one step count cannot suit them all.
+    """
+    import copy
+
+    out = copy.deepcopy(data)
+    table = out.pop(METHOD_SETTINGS_KEY, None) or {}
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY} must map method names to {{key.sub: value}} mappings")
+    methods = get_args(MethodName)
+    for name in table:
+        if name not in methods:
+            raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{name}: unknown method (one of {', '.join(methods)})")
+    resolved = apply_overrides(out, overrides)
+    method = (resolved.get("method") or {}).get("name", MethodConfig().name)
+    for key, value in (table.get(method) or {}).items():
+        parts = [p for p in str(key).split(".") if p]
+        if not parts:
+            raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{method} has an empty key")
+        _set_key(out, parts, value, f"{source}: {METHOD_SETTINGS_KEY}.{method}.{key}")
+    return apply_overrides(out, overrides)
+
+
+def _read_yaml(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
     path = resolve_config_path(name_or_path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -366,7 +405,22 @@ def load_config(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(f"cannot read config {path}: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
-    data = apply_overrides(data, overrides or [])
+    return path, data
+
+
+def method_settings(name_or_path: str | Path) -> dict[str, dict[str, Any]]:
+    """A preset's or file's ``method_settings`` section (``{}`` without one): which settings differ by method."""
+    path, data = _read_yaml(name_or_path)
+    table = data.get(METHOD_SETTINGS_KEY) or {}
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: {METHOD_SETTINGS_KEY} must map method names to {{key.sub: value}} mappings")
+    return table
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML preset or file, apply its ``method_settings`` and the ``--set`` overrides, validate."""
+    path, data = _read_yaml(name_or_path)
+    data = apply_method_settings(data, overrides or [], str(path))
     return config_from_dict(data, source=str(path))
 
 

@@ -120,6 +120,28 @@ def test_quality_table_names_recipe_settings_the_runs_disagree_on(tmp_path: Path
     assert quality.recipe_differences(records) == {"data.pad_label": {'"ignore"': 2, '"background"': 1}}
 
 
+def test_quality_table_allows_per_method_settings_but_not_within_a_method(tmp_path: Path) -> None:
+    """cpu_small trains the supervised method 40 epochs, the others 20: that is the recipe, not a mix-up."""
+    import yaml
+
+    quality = load_script("quality")
+
+    def records(runs: list[tuple[str, str, int]]) -> list[dict[str, str]]:
+        out = []
+        for name, method, epochs in runs:
+            run = tmp_path / name
+            run.mkdir()
+            tree = {"method": {"name": method}, "train": {"epochs": epochs, "warmup_epochs": 4}}
+            (run / "config.yaml").write_text(yaml.safe_dump(tree))
+            out.append({"path": str(run)})
+        return out
+
+    assert quality.recipe_differences(records([("s", "supervised", 40), ("r", "ra_busseg", 20)])) == {}
+    mixed = quality.recipe_differences(records([("s0", "supervised", 40), ("s1", "supervised", 20),
+                                                 ("r0", "ra_busseg", 20)]))
+    assert mixed == {"train.epochs": {"supervised: 40": 1, "supervised: 20": 1, "ra_busseg: 20": 1}}
+
+
 def _fake_run(runs: Path, variant: str, seed: int, dice: dict[str, float]) -> None:
     run = runs / "1_8" / f"{variant}_s{seed}"
     (run / "eval" / "test_last").mkdir(parents=True)
@@ -176,8 +198,10 @@ def test_quality_from_scored_checkpoints_by_hand(tmp_path: Path) -> None:
     out = tmp_path / "results" / "quality_scored.json"
     result = load_script("quality_scored").main([
         "--scores", str(source), "--group", "supervised:1_8=sup_a,sup_b", "--group", "ra_busseg:1_8=ra_a,ra_b",
-        "--group", "mean_teacher:1_8=mt_a", "--note", "a note", "--output", str(out)])  # fmt: skip
+        "--group", "mean_teacher:1_8=mt_a", "--wall", "supervised:1_8=10,12.5", "--note", "a note",
+        "--output", str(out)])  # fmt: skip
     rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["supervised"]["wall_min"] == pytest.approx(11.25) and rows["ra_busseg"]["wall_min"] is None
     assert rows["supervised"]["dice"] == pytest.approx(3.5 / 6) and rows["ra_busseg"]["dice"] == pytest.approx(4 / 6)
     assert rows["ra_busseg"]["dice_seed_std"] == pytest.approx(np.std([0.7, 1.9 / 3], ddof=1))
     assert rows["mean_teacher"]["dice_seed_std"] is None and rows["ra_busseg"]["iou"] is None
@@ -193,6 +217,9 @@ def test_quality_from_scored_checkpoints_by_hand(tmp_path: Path) -> None:
     section = load_script("make_results").render(out.parent)  # rendered beside (here: without) quality.json
     assert "`quality_scored.json`" in section and "a note." in section and "quality_scored.png" in section
     assert "- RA-BUSSeg (`quality_scored.json`) at 1/8: target +0.030" in section
+    with pytest.raises(SystemExit, match="one time per checkpoint"):
+        load_script("quality_scored").main(["--scores", str(source), "--group", "supervised:1_8=sup_a,sup_b",
+                                            "--wall", "supervised:1_8=10", "--output", str(out)])  # fmt: skip
     with pytest.raises(SystemExit, match="not scored"):
         load_script("quality_scored").main(["--scores", str(source), "--group", "supervised:1_8=nope",
                                             "--output", str(out)])  # fmt: skip

@@ -44,6 +44,57 @@ def test_override_into_a_value_is_refused() -> None:
         apply_overrides({"train": {"epochs": 3}}, ["train.epochs.x=1"])
 
 
+METHOD_SETTINGS_YAML = """\
+data: {unlabeled: 1_2/unlabeled}
+train: {epochs: 20, warmup_epochs: 2, eval_every_epochs: 4}
+method_settings:
+  supervised: {train.epochs: 40, train.eval_every_epochs: 8}
+  fixmatch: {method.fixmatch_threshold: 0.8}
+"""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "epochs", "every"),
+    [
+        (["method.name=supervised"], 40, 8),  # the method's own settings
+        ([], 20, 4),  # the file's method (the default, ra_busseg) has none
+        (["method.name=mean_teacher"], 20, 4),
+        (["method.name=supervised", "train.epochs=7"], 7, 8),  # --set wins over the method's settings
+        (["train.epochs=7", "method.name=supervised"], 7, 8),  # in any order
+        (["method.name=fixmatch"], 20, 4),
+    ],
+)
+def test_method_settings_follow_the_run_method(tmp_path: Path, overrides: list[str], epochs: int, every: int) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(METHOD_SETTINGS_YAML)
+    cfg = load_config(path, overrides)
+    assert (cfg.train.epochs, cfg.train.eval_every_epochs) == (epochs, every)
+    assert cfg.method.fixmatch_threshold == (0.8 if cfg.method.name == "fixmatch" else 0.95)
+    assert "method_settings" not in cfg.to_dict()  # a run's saved config holds what it ran with, resolved
+
+
+def test_cpu_small_gives_the_supervised_method_twice_the_steps() -> None:
+    """A supervised step costs half a semi-supervised one: the same CPU time buys 2560 steps (docs/choices.md)."""
+    sup = load_config("cpu_small", ["method.name=supervised"])
+    ra = load_config("cpu_small")
+    assert ra.method.name == "ra_busseg" and ra.train.epochs == 20 and ra.train.steps_per_epoch == 64
+    assert sup.train.epochs == 40 and sup.train.steps_per_epoch == 64 and sup.precise_bn_enabled
+    assert load_config("cpu_small", ["method.name=mean_teacher"]).train.epochs == 20
+
+
+def test_method_settings_name_unknown_methods_and_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("method_settings:\n  supervized: {train.epochs: 40}\n")
+    with pytest.raises(ConfigError, match=r"method_settings\.supervized: unknown method"):
+        load_config(path)
+    path.write_text("method_settings:\n  supervised: {train.epoch: 40}\n")
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
+        load_config(path, ["method.name=supervised"])
+    path.write_text("method_settings:\n  supervised: 40\n")
+    with pytest.raises(ConfigError, match="must map method names"):
+        load_config(path)
+
+
 def test_missing_config_lists_presets() -> None:
     with pytest.raises(ConfigError, match="neither a file nor a preset"):
         load_config("no_such_preset")
