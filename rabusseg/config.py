@@ -388,7 +388,8 @@ def apply_method_settings(data: dict[str, Any], overrides: list[str], source: st
         if name not in methods:
             raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{name}: unknown method (one of {', '.join(methods)})")
     resolved = apply_overrides(out, overrides)
-    method = (resolved.get("method") or {}).get("name", MethodConfig().name)
+    section = resolved.get("method")  # not a mapping: validation names it below
+    method = section.get("name", MethodConfig().name) if isinstance(section, dict) else MethodConfig().name
     for key, value in (table.get(method) or {}).items():
         parts = [p for p in str(key).split(".") if p]
         if not parts:

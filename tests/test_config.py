@@ -90,6 +90,9 @@ def test_method_settings_name_unknown_methods_and_keys(tmp_path: Path) -> None:
     path.write_text("method_settings:\n  supervised: {train.epoch: 40}\n")
     with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
         load_config(path, ["method.name=supervised"])
+    path.write_text("method: ra_busseg\nmethod_settings:\n  supervised: {train.epochs: 40}\n")
+    with pytest.raises(ConfigError, match="method"):  # a section written as a value: named, no crash
+        load_config(path)
     path.write_text("method_settings:\n  supervised: 40\n")
     with pytest.raises(ConfigError, match="must map method names"):
         load_config(path)
