@@ -227,10 +227,10 @@ def recipe_differences(records: list[dict[str, Any]]) -> dict[str, dict[str, int
     values = {}
     for key in sorted({k for c in configs for k in c} - set(PER_RUN_KEYS)):
         if key in by_method:  # the preset sets it per method: runs of one method must agree
-            counts = Counter(f"{c.get('method.name')}: {json.dumps(c.get(key, '<absent>'))}" for c in configs)
-            methods = [label.split(": ", 1)[0] for label in counts]
+            pairs = Counter((c.get("method.name"), json.dumps(c.get(key, "<absent>"))) for c in configs)
+            methods = [method for method, _ in pairs]
             if len(methods) > len(set(methods)):
-                values[key] = dict(counts)
+                values[key] = {f"{method}: {value}": n for (method, value), n in pairs.items()}
             continue
         counts = Counter(json.dumps(c.get(key, "<absent>")) for c in configs)
         if len(counts) > 1:

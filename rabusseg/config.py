@@ -365,6 +365,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _method_table(table: Any, source: str) -> dict[str, dict[str, Any]]:
+    """A ``method_settings`` section checked: known method names, each with a mapping of settings."""
+    table = table or {}
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY} must map method names to {{key.sub: value}} mappings")
+    methods = get_args(MethodName)
+    for name in table:
+        if name not in methods:
+            raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{name}: unknown method (one of {', '.join(methods)})")
+    return table
+
+
 def apply_method_settings(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
     """Resolve a config file's ``method_settings`` section for the run's method (returns a new dict).
 
@@ -380,13 +392,7 @@ def apply_method_settings(data: dict[str, Any], overrides: list[str], source: st
     import copy
 
     out = copy.deepcopy(data)
-    table = out.pop(METHOD_SETTINGS_KEY, None) or {}
-    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-        raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY} must map method names to {{key.sub: value}} mappings")
-    methods = get_args(MethodName)
-    for name in table:
-        if name not in methods:
-            raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{name}: unknown method (one of {', '.join(methods)})")
+    table = _method_table(out.pop(METHOD_SETTINGS_KEY, None), source)
     resolved = apply_overrides(out, overrides)
     section = resolved.get("method")  # not a mapping: validation names it below
     method = section.get("name", MethodConfig().name) if isinstance(section, dict) else MethodConfig().name
@@ -412,10 +418,7 @@ def _read_yaml(name_or_path: str | Path) -> tuple[Path, dict[str, Any]]:
 def method_settings(name_or_path: str | Path) -> dict[str, dict[str, Any]]:
     """A preset's or file's ``method_settings`` section (``{}`` without one): which settings differ by method."""
     path, data = _read_yaml(name_or_path)
-    table = data.get(METHOD_SETTINGS_KEY) or {}
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: {METHOD_SETTINGS_KEY} must map method names to {{key.sub: value}} mappings")
-    return table
+    return _method_table(data.get(METHOD_SETTINGS_KEY), str(path))
 
 
 def load_config(name_or_path: str | Path, overrides: list[str] | None = None) -> Config:
