@@ -137,7 +137,10 @@ def quality_section(q: dict[str, Any], name: str = "quality.json") -> tuple[list
                         ["ratio", "comparison", "seeds", "mean", "95% CI", "per seed", "images better/worse"]), ""]  # fmt: skip
     if q.get("figure"):
         lines += [f"![paired Dice differences]({q['figure']})", ""]
+    scored_ratios = {r["ratio"] for r in rows}
     for v in q.get("verdicts") or []:
+        if v["met"] is None and q.get("source") and v["ratio"] not in scored_ratios:
+            continue  # an assembled table (quality_scored.py) covers the ratios it was given; the rest are not "to do"
         complete = v.get("seeds_complete", True)
         state = "not measured yet" if v["met"] is None else (
             "reached" if v["met"] else "MISSED" if complete else "not established: fewer than 3 seeds")

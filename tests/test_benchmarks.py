@@ -217,6 +217,7 @@ def test_quality_from_scored_checkpoints_by_hand(tmp_path: Path) -> None:
     section = load_script("make_results").render(out.parent)  # rendered beside (here: without) quality.json
     assert "`quality_scored.json`" in section and "a note." in section and "quality_scored.png" in section
     assert "- RA-BUSSeg (`quality_scored.json`) at 1/8: target +0.030" in section
+    assert "(`quality_scored.json`) at 1/2" not in section  # a 1/8-only table says nothing of 1/2
     with pytest.raises(SystemExit, match="one time per checkpoint"):
         load_script("quality_scored").main(["--scores", str(source), "--group", "supervised:1_8=sup_a,sup_b",
                                             "--wall", "supervised:1_8=10", "--output", str(out)])  # fmt: skip
