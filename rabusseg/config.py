@@ -328,14 +328,20 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config '{name_or_path}' is neither a file nor a preset (presets: {names})")
 
 
+def _key_parts(key: str, origin: str) -> list[str]:
+    """``a.b`` -> ``["a", "b"]`` (empty parts dropped); ``origin`` names the setting in the error."""
+    parts = [p for p in key.split(".") if p]
+    if not parts:
+        raise ConfigError(f"{origin} has an empty key")
+    return parts
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` -> (["a", "b"], value); the value is parsed as YAML (numbers, bools, lists)."""
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise ConfigError(f"override '{text}' has an empty key")
+    parts = _key_parts(key.strip(), f"override '{text}'")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
@@ -397,9 +403,7 @@ def apply_method_settings(data: dict[str, Any], overrides: list[str], source: st
     section = resolved.get("method")  # not a mapping: validation names it below
     method = section.get("name", MethodConfig().name) if isinstance(section, dict) else MethodConfig().name
     for key, value in (table.get(method) or {}).items():
-        parts = [p for p in str(key).split(".") if p]
-        if not parts:
-            raise ConfigError(f"{source}: {METHOD_SETTINGS_KEY}.{method} has an empty key")
+        parts = _key_parts(str(key), f"{source}: {METHOD_SETTINGS_KEY}.{method}")
         _set_key(out, parts, value, f"{source}: {METHOD_SETTINGS_KEY}.{method}.{key}")
     return apply_overrides(out, overrides)
 
