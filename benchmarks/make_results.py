@@ -172,8 +172,14 @@ def throughput_section(t: dict[str, Any]) -> tuple[list[str], list[str]]:
     if t.get("steps"):
         rounds = t.get("step_rounds")
         if rounds:
+            used = rounds.get("warmup_used")  # runs before 2026-12-08 had a fixed count ("warmup")
+            warmup = f"{rounds.get('warmup')} unmeasured rounds"
+            if used:
+                warmup = (f"{', '.join(f'{k}: {n}' for k, n in used.items())} unmeasured rounds (at least "
+                          f"{rounds['warmup_min']}, more until the last {rounds['settle_window']} steps of every "
+                          f"variant agreed within {100 * rounds['settle_tolerance']:.0f}%)")  # fmt: skip
             lines += [f"Synthetic steps: median of {rounds['measured']} round-robin steps per variant after "
-                      f"{rounds['warmup']} unmeasured rounds.", ""]  # fmt: skip
+                      f"{warmup}.", ""]  # fmt: skip
         lines += [table(t["steps"], ["model", "size", "batch", "variant", "step_ms", "images_per_s"]), ""]
         for v in t.get("step_verdicts", []):
             if "ours_over_naive" in v:

@@ -138,13 +138,29 @@ def flush_wanted(overrides: list[str]) -> bool:
     return "train.flush_denormal=false" not in overrides
 
 
-def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path,
-                warmup_rounds: int) -> list[dict[str, Any]]:  # fmt: skip
-    """Round-robin step times of off / on (/ naive) at one size, after ``warmup_rounds`` unmeasured rounds.
+SETTLE_WINDOW = 3
+"""Warm-up rounds whose step times must agree before measuring starts."""
+SETTLE_TOLERANCE = 0.15
+"""They agree when the slowest is at most this fraction above the fastest."""
 
-    Why the warm-up: oneDNN creates its bf16 channels-last kernels on first use, shape by shape,
-    and the allocator grows, so the preset's first three steps took 1.3-2.5x its steady step
-    (893, 821, 1395 ms, then 700, 559, 561 ms, in the first run with one warm-up round).
+
+def settled(times: list[float], window: int = SETTLE_WINDOW, tolerance: float = SETTLE_TOLERANCE) -> bool:
+    """Whether the last ``window`` step times of one variant agree (slowest <= fastest * (1 + tolerance))."""
+    last = times[-window:]
+    return len(last) == window and max(last) <= min(last) * (1 + tolerance)
+
+
+def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path,
+                warmup_rounds: int, max_warmup_rounds: int | None = None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    """Round-robin step times of off / on (/ naive) at one size, and the number of unmeasured rounds.
+
+    Warm-up: at least ``warmup_rounds`` unmeasured rounds, then more until every variant's last
+    :data:`SETTLE_WINDOW` steps agree (:func:`settled`), at most ``max_warmup_rounds``.  Why:
+    oneDNN creates its bf16 channels-last kernels on first use, shape by shape, and the allocator
+    grows, so the preset's first three steps took 1.3-2.5x its steady step (893, 821, 1395 ms, then
+    700, 559, 561 ms); and on 2026-12-08 a start-up stall outlasted three fixed warm-up rounds
+    (1.2-3.4 s for every variant in the first four measured rounds, then 0.5-0.8 s), which
+    turned the median of eight rounds from about 1.4x into 1.88x.
     """
     variants: dict[str, dict[str, Any]] = {
         name: {"kind": "run", "overrides": overrides} for name, overrides in variant_overrides(model).items()
@@ -156,13 +172,17 @@ def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, dev
         spec = {"name": name, "model": model, "size": size, "batch": batch, "device": device, "work": str(work),
                 "flush_denormal": v["kind"] == "run" and flush_wanted(v["overrides"]), **v}  # fmt: skip
         procs[name] = VariantProcess(spec)
+    limit = max(warmup_rounds, max_warmup_rounds if max_warmup_rounds is not None else warmup_rounds)
+    warm: dict[str, list[float]] = {n: [] for n in procs}
     times: dict[str, list[float]] = {n: [] for n in procs}
     try:
-        for round_ in range(warmup_rounds + rounds):
+        while len(warm["on"]) < limit and (len(warm["on"]) < warmup_rounds
+                                           or not all(settled(t) for t in warm.values())):  # fmt: skip
             for name, proc in procs.items():
-                seconds = proc.step()
-                if round_ >= warmup_rounds:
-                    times[name].append(seconds)
+                warm[name].append(proc.step())
+        for _ in range(rounds):
+            for name, proc in procs.items():
+                times[name].append(proc.step())
     finally:
         for proc in procs.values():
             proc.close()
@@ -172,8 +192,9 @@ def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, dev
         step_s = median(times[name])
         rows.append({"model": model, "size": size, "batch": f"{batch}+{batch}", "variant": name,
                      "step_ms": 1e3 * step_s, "images_per_s": images / step_s,
-                     "step_ms_all": [round(1e3 * t, 1) for t in times[name]]})  # fmt: skip
-    return rows
+                     "step_ms_all": [round(1e3 * t, 1) for t in times[name]],
+                     "warmup_ms": [round(1e3 * t, 1) for t in warm[name]]})  # fmt: skip
+    return rows, len(warm["on"])
 
 
 def step_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -307,7 +328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", default=list(STEP_MODELS))
     parser.add_argument("--sizes", type=int, nargs="+", help="step sizes for every model (default: per model)")
     parser.add_argument("--rounds", type=int, default=6, help="measured round-robin rounds of steps")
-    parser.add_argument("--warmup-rounds", type=int, default=3, help="unmeasured rounds before them")
+    parser.add_argument("--warmup-rounds", type=int, default=3, help="unmeasured rounds before them (at least)")
+    parser.add_argument("--max-warmup-rounds", type=int, default=12,
+                        help="more unmeasured rounds, up to this many, until every variant's last three steps agree")  # fmt: skip
     parser.add_argument("--pipeline-steps", type=int, default=56)
     parser.add_argument("--pipeline-repeats", type=int, default=2)
     parser.add_argument("--memory-size", type=int, default=512)
@@ -325,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return {}
     if args.quick:
         args.sizes, args.rounds, args.pipeline_steps, args.pipeline_repeats, args.memory_size = [64], 1, 16, 1, 64
-        args.warmup_rounds = 1
+        args.warmup_rounds = args.max_warmup_rounds = 1
     env = environment(args.device)
     started, cpu_start = time.perf_counter(), cpu_seconds()
     result: dict[str, Any] = {"benchmark": "throughput", "command": command_line(), "environment": env,
@@ -334,15 +357,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rabusseg-throughput-") as tmp:
         work = Path(tmp)
         if "steps" in args.sections:
-            rows = []
+            rows, warmups = [], {}
             for model in args.models:
                 spec = STEP_MODELS.get(model, {"sizes": (128,), "batch": 2, "naive": False})
                 for size in args.sizes or spec["sizes"]:
                     print(f"steps: {model} {size} px ...", flush=True)
-                    rows += bench_steps(model, size, spec["batch"], spec["naive"], args.rounds, args.device, work,
-                                        args.warmup_rounds)  # fmt: skip
+                    measured, warmups[f"{model} {size}"] = bench_steps(
+                        model, size, spec["batch"], spec["naive"], args.rounds, args.device, work, args.warmup_rounds,
+                        args.max_warmup_rounds)  # fmt: skip
+                    rows += measured
             result["steps"], result["step_verdicts"] = rows, step_verdicts(rows)
-            result["step_rounds"] = {"measured": args.rounds, "warmup": args.warmup_rounds}
+            result["step_rounds"] = {"measured": args.rounds, "warmup_min": args.warmup_rounds,
+                                     "warmup_max": args.max_warmup_rounds, "settle_window": SETTLE_WINDOW,
+                                     "settle_tolerance": SETTLE_TOLERANCE, "warmup_used": warmups}  # fmt: skip
             if args.device.startswith("cuda"):
                 result["h200_bf16_dense_tflops"] = H200_BF16_DENSE_TFLOPS
         if "pipeline" in args.sections and args.device == "cpu":
@@ -356,8 +383,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     env["cpu_cores_used_mean"] = round((cpu_seconds() - cpu_start) / (time.perf_counter() - started), 2)
     result["wall_s"] = round(time.perf_counter() - started, 1)
     if "steps" in result:
-        print_table(f"training step, RA-BUSSeg (median of {args.rounds} round-robin steps after {args.warmup_rounds} "
-                    "unmeasured)", result["steps"],
+        print_table(f"training step, RA-BUSSeg (median of {args.rounds} round-robin steps after "
+                    f"{', '.join(f'{k}: {v}' for k, v in result['step_rounds']['warmup_used'].items())} unmeasured "
+                    "rounds)", result["steps"],
                     ["model", "size", "batch", "variant", "step_ms", "images_per_s"])  # fmt: skip
         print_table("verdicts", result["step_verdicts"],
                     ["model", "size", "speedup_on_over_off", "ours_over_naive", "target", "met"])  # fmt: skip

@@ -211,7 +211,12 @@ class TrainConfig(_Strict):
     epochs: int = Field(200, gt=0)
     warmup_epochs: int = Field(10, ge=0)
     batch_size: int = Field(2, gt=0)
-    """Labelled images per step per device; as many unlabelled ones."""
+    """Labelled images per step per device; as many unlabelled ones unless ``unlabeled_batch_size``."""
+    unlabeled_batch_size: int | None = Field(None, gt=0)
+    """Unlabelled images per step per device for the semi-supervised methods; ``None``: ``batch_size``
+    (METHOD and UniMatch take as many of each).  Fewer make a semi-supervised step cheaper and give
+    more of it to the labelled images.  Measured for cpu_small RA-BUSSeg at 1/2: 6 + 2 instead of
+    4 + 4 at the same cost, +0.009 [-0.010, +0.029] validation Dice, one seed (docs/choices.md)."""
     ema_decay: float = Field(0.99, ge=0, le=1)
     """Teacher decay (METHOD and the peers: 0.99).  [choice] 0.996 measured level on RA-BUSSeg 1/8,
     3 seeds: -0.001 [-0.017, +0.018] (docs/choices.md)."""
@@ -253,6 +258,12 @@ class TrainConfig(_Strict):
     the unlabelled one for the semi-supervised methods; never validation or test images.
     ``supervised``: only for the supervised method (+0.016 and +0.049 Dice for it on held-out images,
     none for RA-BUSSeg: -0.012 over four runs).  [choice] (docs/choices.md)."""
+    frozen_encoder_levels: int = Field(0, ge=0, le=3)
+    """Keep the encoder layers that compute x1..xN (N = 1, 2 or 3) at their loaded weights: no
+    gradient reaches them, so every step skips their backward.  Their BatchNorm layers still
+    normalise with batch statistics and track running ones.  0 trains every layer.  Measured for
+    cpu_small RA-BUSSeg (docs/choices.md): through x2 1.12x and through x3 1.38x the images/s,
+    but -0.023 and -0.044 validation Dice, so every preset keeps 0."""
     precise_bn_images: int | None = Field(128, gt=0)
     """At most this many of those images (a seeded random subset); ``None``: all of them.  32, 128 and
     all 259 labelled BUSI images gave the same Dice within 0.006 (docs/choices.md); fewer cost less."""

@@ -381,6 +381,15 @@ def test_throughput_variants_and_verdicts_by_hand() -> None:
     assert verdict["speedup_network_options"] == {"on_mobilenet_v2_320": pytest.approx(2.0)}
 
 
+def test_throughput_warms_up_until_the_steps_agree() -> None:
+    throughput = load_script("throughput")
+    assert throughput.settled([1.0, 1.1, 1.15])  # slowest 15% above the fastest: agreed
+    assert not throughput.settled([1.0, 1.1, 1.16])
+    assert not throughput.settled([3.4, 0.6, 0.6])  # a stall inside the window
+    assert not throughput.settled([0.6, 0.6])  # too few steps yet
+    assert throughput.settled([3.4, 1.2, 0.61, 0.6, 0.62])  # only the last three count
+
+
 def test_pool_shift_pools_pairs_per_image_list_by_hand(tmp_path: Path) -> None:
     pool = load_script("pool_shift")
     first = {"a": {"none": [1.0, 0.5]}, "b": {"none": [0.5, 0.5]}, "a2": {"none": [0.8, 0.6]}, "b2": {"none": [0.6, 0.6]}}

@@ -54,6 +54,45 @@ def test_ranks_split_each_global_batch() -> None:
         assert not set(ranks[0][step]) & set(ranks[1][step])
 
 
+def test_a_smaller_unlabelled_batch_keeps_the_labelled_stream_and_one_pass_over_the_unlabelled() -> None:
+    equal = _batches(KeyBatchSampler(5, 12, batch_size=3, steps_per_epoch=6, seed=2))
+    assert _batches(KeyBatchSampler(5, 12, 3, 6, seed=2, unlabeled_batch_size=3)) == equal  # the default, key for key
+    fewer = _batches(KeyBatchSampler(5, 12, batch_size=3, steps_per_epoch=6, seed=2, unlabeled_batch_size=2))
+    for batch, same in zip(fewer, equal, strict=True):
+        assert [k[0] for k in batch] == [LABELED] * 3 + [UNLABELED] * 2
+        assert batch[:3] == same[:3]  # labelled keys and their augmentation seeds are unchanged
+    assert sorted(k[1] for b in fewer for k in b if k[0] == UNLABELED) == list(range(12))
+    single = _batches(KeyBatchSampler(6, 8, batch_size=4, steps_per_epoch=2, seed=1, unlabeled_batch_size=2))
+    ranks = [_batches(KeyBatchSampler(6, 8, 2, 2, seed=1, rank=r, world_size=2, unlabeled_batch_size=1)) for r in (0, 1)]
+    for step in range(2):
+        assert sorted(ranks[0][step] + ranks[1][step]) == sorted(single[step])
+
+
+def test_the_trainer_sizes_epochs_and_batches_by_the_unlabelled_batch(tiny: Path, tmp_path: Path) -> None:
+    from _train_helpers import tiny_config
+
+    from rabusseg.engine.distributed import DistInfo
+    from rabusseg.engine.loop import NO_CHECKPOINTS, fit
+    from rabusseg.engine.trainer import prepare_run, train
+
+    info = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    cfg = tiny_config(tiny, train={"batch_size": 2, "unlabeled_batch_size": 1, "steps_per_epoch": None, "max_steps": 2})
+    ids = load_split_ids(cfg.data, need_unlabeled=True)
+    run = prepare_run(cfg, info, tmp_path / "run", ids)
+    assert run.steps_per_epoch == len(ids.unlabeled)  # one unlabelled image a step, one pass an epoch
+    batch_x, batch_u = next(iter(run.loader))
+    assert batch_x["image"].shape[0] == 2 and batch_u["image"].shape[0] == 1
+    assert fit(run, NO_CHECKPOINTS).step == 2
+    too_big = tiny_config(tiny, train={"unlabeled_batch_size": 1000, "steps_per_epoch": None})
+    with pytest.raises(ConfigError, match=r"train\.unlabeled_batch_size: 1000 x 1 process"):
+        prepare_run(too_big, info, tmp_path / "big", ids)
+    lone = tiny_config(tiny, method={"name": "ra_busseg", "separate_forward": True}, train={"unlabeled_batch_size": 1})
+    with pytest.raises(ConfigError, match=r"train\.unlabeled_batch_size: 1 unlabelled image in its own forward"):
+        train(lone, tmp_path / "lone")
+    with pytest.raises(ConfigError, match=r"train\.batch_size: 1000 x 1 process"):  # the key the user set
+        prepare_run(tiny_config(tiny, train={"batch_size": 1000, "steps_per_epoch": None}), info, tmp_path / "b2", ids)
+
+
 def test_supervised_has_no_unlabelled_stream_and_seeds_are_pure() -> None:
     batches = _batches(KeyBatchSampler(4, 0, batch_size=2, steps_per_epoch=3, seed=0))
     assert all(k[0] == LABELED for b in batches for k in b) and all(len(b) == 2 for b in batches)

@@ -98,11 +98,15 @@ def stream_order(n_items: int, length: int, seed: int, epoch: int, stream: int) 
 
 
 class KeyBatchSampler(Sampler[list[SampleKey]]):
-    """Per step, this rank's labelled keys then its unlabelled keys (none when ``n_unlabeled == 0``)."""
+    """Per step, this rank's labelled keys then its unlabelled keys (none when ``n_unlabeled == 0``).
+
+    ``batch_size`` labelled and ``unlabeled_batch_size`` (default: as many) unlabelled keys a step.
+    """
 
     def __init__(self, n_labeled: int, n_unlabeled: int, batch_size: int, steps_per_epoch: int, *,
-                 seed: int, rank: int = 0, world_size: int = 1) -> None:  # fmt: skip
+                 seed: int, rank: int = 0, world_size: int = 1, unlabeled_batch_size: int | None = None) -> None:  # fmt: skip
         self.sizes = {LABELED: n_labeled, UNLABELED: n_unlabeled}
+        self.batches = {LABELED: batch_size, UNLABELED: unlabeled_batch_size or batch_size}
         self.batch_size, self.steps_per_epoch = batch_size, steps_per_epoch
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch, self.start = 0, 0
@@ -115,13 +119,16 @@ class KeyBatchSampler(Sampler[list[SampleKey]]):
         return self.steps_per_epoch - self.start
 
     def __iter__(self) -> Iterator[list[SampleKey]]:
-        global_batch = self.batch_size * self.world_size
-        length = self.steps_per_epoch * global_batch
-        orders = {s: stream_order(n, length, self.seed, self.epoch, s) for s, n in self.sizes.items() if n > 0}
-        for step in range(self.start, self.steps_per_epoch):
-            first = step * global_batch + self.rank * self.batch_size
-            yield [(s, int(order[p]), sample_seed(self.seed, self.epoch, s, p))
-                   for s, order in orders.items() for p in range(first, first + self.batch_size)]  # fmt: skip
+        world, steps = self.world_size, self.steps_per_epoch
+        orders = {s: stream_order(n, steps * self.batches[s] * world, self.seed, self.epoch, s)
+                  for s, n in self.sizes.items() if n > 0}  # fmt: skip
+        for step in range(self.start, steps):
+            keys = []
+            for s, order in orders.items():
+                batch = self.batches[s]
+                first = (step * world + self.rank) * batch
+                keys += [(s, int(order[p]), sample_seed(self.seed, self.epoch, s, p)) for p in range(first, first + batch)]
+            yield keys
 
 
 class SeededPairDataset(Dataset):

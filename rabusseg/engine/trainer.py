@@ -100,6 +100,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def freeze_encoder_levels(model: nn.Module, levels: int) -> None:
+    """Stop gradients at the encoder layers that compute x1..x``levels`` (``train.frozen_encoder_levels``).
+    Optimiser and DDP leave those parameters out (``requires_grad`` is off); 0 freezes nothing."""
+    if levels:
+        for layer in model.encoder.layers_through(levels):
+            layer.requires_grad_(False)
+
+
 def _build_networks(config: Config, info: DistInfo, precision: StepPrecision) -> tuple[nn.Module, nn.Module | None]:
     """Student (SyncBN when distributed, on the device) and, for mean-teacher methods, its EMA copy."""
     from rabusseg.models import build_model
@@ -107,6 +115,7 @@ def _build_networks(config: Config, info: DistInfo, precision: StepPrecision) ->
     m = config.method
     _seed_everything(config.train.seed)  # same initial weights on every rank
     student = build_model(config.model)
+    freeze_encoder_levels(student, config.train.frozen_encoder_levels)
     if not m.arp_loss:
         # No loss trains the ARP projection: freeze it so that optimiser and DDP ignore it.
         student.proj.requires_grad_(False)
@@ -162,19 +171,34 @@ def _check_batch_norm_batch(config: Config, info: DistInfo) -> None:
             "train.batch_size: 1 labelled image per step cannot train BatchNorm (the ASPP image-pooling branch "
             "sees a single value per channel); use 2 or more"
         )
+    m = config.method
+    if m.semi_supervised and m.separate_forward and config.train.unlabeled_batch_size == 1 and not synced:
+        raise ConfigError(
+            "train.unlabeled_batch_size: 1 unlabelled image in its own forward (method.separate_forward) cannot "
+            "train BatchNorm; use 2 or more, or one forward for both streams"
+        )
 
 
 def _steps_per_epoch(config: Config, n_labeled: int, n_unlabeled: int, world_size: int) -> int:
     if config.train.steps_per_epoch is not None:
         return config.train.steps_per_epoch
-    pool = n_unlabeled or n_labeled  # the labelled list is resampled to the unlabelled length
-    steps = pool // (config.train.batch_size * world_size)
+    # The labelled list is resampled to the unlabelled stream's length.
+    key, batch = "batch_size", config.train.batch_size
+    if n_unlabeled and config.train.unlabeled_batch_size is not None:
+        key, batch = "unlabeled_batch_size", config.train.unlabeled_batch_size
+    pool = n_unlabeled or n_labeled
+    steps = pool // (batch * world_size)
     if steps < 1:
         raise ConfigError(
-            f"train.batch_size: {config.train.batch_size} x {world_size} process(es) is more than the {pool} "
+            f"train.{key}: {batch} x {world_size} process(es) is more than the {pool} "
             "training images of an epoch; lower it or set train.steps_per_epoch"
         )
     return steps
+
+
+def unlabeled_batch(config: Config) -> int:
+    """Unlabelled images per step per device (``train.unlabeled_batch_size``, default ``batch_size``)."""
+    return config.train.unlabeled_batch_size or config.train.batch_size
 
 
 def _landmark_path(config: Config, device: torch.device) -> str:
@@ -247,8 +271,8 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
         notes.append(note)
         steps_per_epoch = _steps_per_epoch(config, len(ids.labeled), len(ids.unlabeled), info.world_size)
         sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size,
-                                  steps_per_epoch, seed=config.train.seed, rank=info.rank,
-                                  world_size=info.world_size)  # fmt: skip
+                                  steps_per_epoch, seed=config.train.seed, rank=info.rank, world_size=info.world_size,
+                                  unlabeled_batch_size=unlabeled_batch(config))  # fmt: skip
         loader = build_train_loader(config.data, ids, sampler, strong_view=config.method.uses_strong_view,
                                     pin_memory=info.device.type == "cuda", images=images)  # fmt: skip
     if steps_per_epoch is None:
@@ -256,6 +280,11 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
     t = config.train
     precision = resolve_precision(info.device, amp=t.amp, channels_last=t.channels_last, flush_denormal=t.flush_denormal)
     student, teacher = _build_networks(config, info, precision)
+    if t.frozen_encoder_levels:
+        frozen = sum(p.numel() for p in student.encoder.parameters() if not p.requires_grad)
+        weights = "their loaded weights" if config.model.encoder_weights else "their random initial weights"
+        notes.append(f"encoder layers through x{t.frozen_encoder_levels} frozen at {weights} "
+                     f"({frozen:,} parameters, train.frozen_encoder_levels)")  # fmt: skip
     optimizer = build_optimizer(config, student)
     model = _wrap(student, config, info)
     monitor = None

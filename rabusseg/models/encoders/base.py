@@ -40,6 +40,17 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor) -> list[Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def layers_through(self, level: int) -> list[nn.Module]:
+        """The modules that compute x1..x``level`` (1-3) and nothing after: what freezing the
+        first ``level`` feature levels freezes (``train.frozen_encoder_levels``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not list its layers by feature level")
+
+
+def check_level(level: int) -> None:
+    """Feature levels that can be frozen: x1, x2, x3 (x4 feeds ASPP and the relation modules)."""
+    if level not in (1, 2, 3):
+        raise ValueError(f"level must be 1, 2 or 3, got {level!r}")
+
 
 def init_conv_bn(module: nn.Module) -> None:
     """He init (fan-out) of every convolution, BatchNorm to identity: the mobile encoders' start."""

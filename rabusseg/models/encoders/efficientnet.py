@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
-from rabusseg.models.encoders.base import Encoder, init_conv_bn, stride_schedule
+from rabusseg.models.encoders.base import Encoder, check_level, init_conv_bn, stride_schedule
 
 # (kernel, first stride, expansion, output channels, repeats) per stage.
 _STAGES = (
@@ -119,6 +119,10 @@ class EfficientNetLite0Encoder(Encoder):
                 outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 40, H/8, W/8), x3 (B, 112, H/os, W/os)
         outs.append(self.act(self._bn1(self._conv_head(x))))  # x4 (B, 1280, H/os, W/os)
         return outs
+
+    def layers_through(self, level: int) -> list[nn.Module]:
+        check_level(level)
+        return [self._conv_stem, self._bn0, *self._blocks[: _TAPS[level - 1] + 1]]
 
     def classify(self, x: Tensor, fc_weight: Tensor, fc_bias: Tensor) -> Tensor:
         """ImageNet logits with the weights file's classifier (global pool -> linear): for checking a load."""

@@ -22,7 +22,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
-from rabusseg.models.encoders.base import Encoder, init_conv_bn, stride_schedule
+from rabusseg.models.encoders.base import Encoder, check_level, init_conv_bn, stride_schedule
 
 # (expansion t, output channels c, repeats n, first stride s), as in the MobileNetV2 paper.
 _INVERTED_RESIDUAL_SETTING = (
@@ -100,6 +100,10 @@ class MobileNetV2Encoder(Encoder):
             if i in _TAPS:
                 outs.append(x)  # x1 (B, 24, H/4, W/4), x2 (B, 32, H/8, W/8), x3 (B, 96, H/os, W/os)
         return [*outs, x]  # x4 (B, 1280 or 320, H/os, W/os)
+
+    def layers_through(self, level: int) -> list[nn.Module]:
+        check_level(level)
+        return list(self.features[: _TAPS[level - 1] + 1])
 
 
 def mobilenet_v2(output_stride: int = 8) -> MobileNetV2Encoder:

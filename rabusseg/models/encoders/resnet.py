@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from rabusseg.models.conv import conv2d
-from rabusseg.models.encoders.base import Encoder
+from rabusseg.models.encoders.base import Encoder, check_level
 
 DEEPSTEM_MULTI_GRID = (2, 2, 4)
 
@@ -171,6 +171,10 @@ class ResNetEncoder(Encoder):
         x3 = self.layer3(x2)  # (B, C3, H/os, W/os)
         x4 = self.layer4(x3)  # (B, C4, H/os, W/os)
         return [x1, x2, x3, x4]
+
+    def layers_through(self, level: int) -> list[nn.Module]:
+        check_level(level)
+        return [self.conv1, self.bn1, *(self.layer1, self.layer2, self.layer3)[:level]]
 
 
 def resnet50_deepstem(output_stride: int = 8) -> ResNetEncoder:
