@@ -54,6 +54,17 @@ def test_ranks_split_each_global_batch() -> None:
         assert not set(ranks[0][step]) & set(ranks[1][step])
 
 
+def test_the_key_stream_of_existing_runs_is_unchanged() -> None:
+    """Keys and seeds as the sampler of 2026-12-07 gave them (rank 1 of 2, epoch 1): a run resumed
+    with a newer version must replay the same samples, so these values may never change."""
+    sampler = KeyBatchSampler(5, 12, 2, 2, seed=0, rank=1, world_size=2)
+    sampler.set_position(1)
+    assert _batches(sampler) == [
+        [(0, 3, 2989952719344189027), (0, 0, 6299387022927115695), (1, 4, 84617328061082747), (1, 11, 8852319114989928117)],
+        [(0, 3, 7798862969140780453), (0, 4, 1535363461349179554), (1, 1, 7748936886085453865), (1, 8, 8805120135976460648)],
+    ]
+
+
 def test_a_smaller_unlabelled_batch_keeps_the_labelled_stream_and_one_pass_over_the_unlabelled() -> None:
     equal = _batches(KeyBatchSampler(5, 12, batch_size=3, steps_per_epoch=6, seed=2))
     assert _batches(KeyBatchSampler(5, 12, 3, 6, seed=2, unlabeled_batch_size=3)) == equal  # the default, key for key
