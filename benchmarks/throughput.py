@@ -151,7 +151,7 @@ def settled(times: list[float], window: int = SETTLE_WINDOW, tolerance: float = 
 
 
 def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, device: str, work: Path,
-                warmup_rounds: int, max_warmup_rounds: int | None = None) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+                warmup_rounds: int, max_warmup_rounds: int = 0) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
     """Round-robin step times of off / on (/ naive) at one size, and the number of unmeasured rounds.
 
     Warm-up: at least ``warmup_rounds`` unmeasured rounds, then more until every variant's last
@@ -172,7 +172,7 @@ def bench_steps(model: str, size: int, batch: int, naive: bool, rounds: int, dev
         spec = {"name": name, "model": model, "size": size, "batch": batch, "device": device, "work": str(work),
                 "flush_denormal": v["kind"] == "run" and flush_wanted(v["overrides"]), **v}  # fmt: skip
         procs[name] = VariantProcess(spec)
-    limit = max(warmup_rounds, max_warmup_rounds if max_warmup_rounds is not None else warmup_rounds)
+    limit = max(warmup_rounds, max_warmup_rounds)
     warm: dict[str, list[float]] = {n: [] for n in procs}
     times: dict[str, list[float]] = {n: [] for n in procs}
     try:

@@ -196,11 +196,6 @@ def _steps_per_epoch(config: Config, n_labeled: int, n_unlabeled: int, world_siz
     return steps
 
 
-def unlabeled_batch(config: Config) -> int:
-    """Unlabelled images per step per device (``train.unlabeled_batch_size``, default ``batch_size``)."""
-    return config.train.unlabeled_batch_size or config.train.batch_size
-
-
 def _landmark_path(config: Config, device: torch.device) -> str:
     from rabusseg.models.relation import choose_landmark_path
 
@@ -272,7 +267,7 @@ def prepare_run(config: Config, info: DistInfo, run_dir: Path, ids: SplitIds | N
         steps_per_epoch = _steps_per_epoch(config, len(ids.labeled), len(ids.unlabeled), info.world_size)
         sampler = KeyBatchSampler(len(ids.labeled), len(ids.unlabeled) if semi else 0, config.train.batch_size,
                                   steps_per_epoch, seed=config.train.seed, rank=info.rank, world_size=info.world_size,
-                                  unlabeled_batch_size=unlabeled_batch(config))  # fmt: skip
+                                  unlabeled_batch_size=config.train.unlabeled_batch_size)  # fmt: skip
         loader = build_train_loader(config.data, ids, sampler, strong_view=config.method.uses_strong_view,
                                     pin_memory=info.device.type == "cuda", images=images)  # fmt: skip
     if steps_per_epoch is None:
